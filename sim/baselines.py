@@ -1,0 +1,140 @@
+"""The two references every decentralized run is judged against, plus popularity.
+
+- centralized: one BPR-MF on everyone's data (the upper bound);
+- local-only: every user trains alone on their own interactions (the lower bound);
+- popularity: items ranked by how often they were interacted with.
+
+Protocol: leave-one-out. The number of epochs is chosen by early stopping on validation HR@10;
+the final model is then trained on train + validation for that many epochs and scored on test.
+Test is never looked at before the final score.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, replace
+
+import numpy as np
+import torch
+
+from node.progress import Progress
+from node.recommender import BPRMF, BPRConfig
+from sim.dataset import IntArray
+from sim.metrics import Metrics, Scorer, evaluate, validation_hr10
+from sim.split import LeaveOneOut
+
+
+@dataclass(frozen=True)
+class BaselineResult:
+    name: str
+    metrics: Metrics
+    seconds: float
+    epochs: int = 0
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "name": self.name,
+            **self.metrics.as_dict(),
+            "seconds": self.seconds,
+            "epochs": self.epochs,
+        }
+
+
+def train_and_valid_pairs(split: LeaveOneOut) -> tuple[IntArray, IntArray]:
+    has_valid = np.flatnonzero(split.valid_item >= 0)
+    users = np.concatenate([split.train_users, has_valid])
+    items = np.concatenate([split.train_items, split.valid_item[has_valid]])
+    return users, items
+
+
+def popularity(split: LeaveOneOut) -> BaselineResult:
+    start = time.perf_counter()
+    _, items = train_and_valid_pairs(split)
+    counts = np.bincount(items, minlength=split.n_items).astype(np.float64)
+    metrics = evaluate(split, lambda _users, candidates: counts[candidates])
+    return BaselineResult("popularity", metrics, time.perf_counter() - start)
+
+
+def choose_epochs(
+    split: LeaveOneOut, config: BPRConfig, max_epochs: int, patience: int, bar: Progress
+) -> int:
+    """Epoch count with the best validation HR@10, training on the train pairs only."""
+    model = BPRMF(split.n_items, config)
+    model.add_interactions(split.train_users, split.train_items)
+    best_hr, best_epoch, epoch = -1.0, 1, 0
+    for epoch in range(1, max_epochs + 1):
+        model.train_steps(model.steps_per_epoch())
+        hr = validation_hr10(split, model.score)
+        if hr > best_hr:
+            best_hr, best_epoch = hr, epoch
+        bar.advance(note=f"epoch {epoch} valid HR@10 {hr:.3f}")
+        if epoch - best_epoch >= patience:
+            break
+    bar.advance(max_epochs - epoch)
+    return best_epoch
+
+
+def centralized(
+    split: LeaveOneOut,
+    config: BPRConfig | None = None,
+    *,
+    max_epochs: int = 30,
+    patience: int = 4,
+    show_progress: bool = True,
+) -> BaselineResult:
+    config = config or BPRConfig()
+    start = time.perf_counter()
+    with Progress(max_epochs, "centralized: choose epochs", enabled=show_progress) as bar:
+        epochs = choose_epochs(split, config, max_epochs, patience, bar)
+    model = BPRMF(split.n_items, config)
+    model.add_interactions(*train_and_valid_pairs(split))
+    with Progress(epochs, "centralized: final model", enabled=show_progress) as bar:
+        for _ in range(epochs):
+            model.train_steps(model.steps_per_epoch())
+            bar.advance()
+    metrics = evaluate(split, model.score)
+    return BaselineResult("centralized BPR-MF", metrics, time.perf_counter() - start, epochs)
+
+
+def local_only(
+    split: LeaveOneOut,
+    config: BPRConfig | None = None,
+    *,
+    epochs: int = 10,
+    show_progress: bool = True,
+) -> BaselineResult:
+    """Each user trains their own BPR-MF on their own interactions only, then is scored by it."""
+    config = config or BPRConfig()
+    start = time.perf_counter()
+    users_all, items_all = train_and_valid_pairs(split)
+    evaluated = split.evaluated_users()
+    scores = np.zeros((split.n_users, split.n_items), dtype=np.float32)
+    order = np.argsort(users_all, kind="stable")
+    bounds = np.searchsorted(users_all[order], np.arange(split.n_users + 1))
+    all_items = np.arange(split.n_items)[None, :]
+    with Progress(len(evaluated), "local-only: one model per user", enabled=show_progress) as bar:
+        for user in evaluated:
+            mine = order[bounds[user] : bounds[user + 1]]
+            model = BPRMF(split.n_items, replace(config, seed=config.seed + int(user)))
+            model.add_interactions(users_all[mine], items_all[mine])
+            model.train_steps(epochs * model.steps_per_epoch())
+            scores[user] = model.score(np.array([user]), all_items)[0]
+            bar.advance()
+    metrics = evaluate(split, matrix_scorer(scores))
+    return BaselineResult("local-only BPR-MF", metrics, time.perf_counter() - start, epochs)
+
+
+def matrix_scorer(scores: np.ndarray) -> Scorer:
+    """A Scorer that looks scores up in a dense [n_users, n_items] matrix."""
+    return lambda users, candidates: scores[users[:, None], candidates]
+
+
+def run_all(
+    split: LeaveOneOut, config: BPRConfig | None = None, *, show_progress: bool = True
+) -> list[BaselineResult]:
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    return [
+        centralized(split, config, show_progress=show_progress),
+        local_only(split, config, show_progress=show_progress),
+        popularity(split),
+    ]

@@ -1,0 +1,23 @@
+"""Shared fixtures. Real data: ML-100K through the loader (fetched into the user cache once)."""
+
+from __future__ import annotations
+
+import pytest
+
+from sim.dataset import Dataset
+from sim.movielens import DatasetError, fetch_ml100k, load_ml100k
+from sim.split import LeaveOneOut, leave_one_out
+
+
+@pytest.fixture(scope="session")
+def ml100k() -> Dataset:
+    try:
+        return load_ml100k()
+    except DatasetError:
+        fetch_ml100k()  # the same path as `gossiprec data fetch ml-100k`
+        return load_ml100k()
+
+
+@pytest.fixture(scope="session")
+def ml100k_split(ml100k: Dataset) -> LeaveOneOut:
+    return leave_one_out(ml100k, seed=0)

@@ -1,0 +1,67 @@
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from sim.dataset import Dataset
+from sim.metrics import evaluate, hit_rate, ndcg, pessimistic_rank
+from sim.split import N_NEGATIVES, leave_one_out
+
+
+def test_rank_counts_ties_against_the_positive() -> None:
+    positive = np.array([0.5, 0.5, 0.9])
+    others = np.array([[0.1, 0.5, 0.7], [0.1, 0.2, 0.3], [1.0, 0.9, 0.9]])
+    assert pessimistic_rank(positive, others).tolist() == [2, 0, 3]
+
+
+def test_nan_scores_never_help() -> None:
+    assert pessimistic_rank(np.array([np.nan]), np.array([[0.0, 0.0]])).tolist() == [2]
+    assert pessimistic_rank(np.array([1.0]), np.array([[np.nan, 0.0]])).tolist() == [1]
+
+
+def test_hit_rate_and_ndcg_by_hand() -> None:
+    ranks = np.array([0, 1, 9, 10])
+    assert hit_rate(ranks, 10) == 0.75
+    expected = (1.0 + 1 / math.log2(3) + 1 / math.log2(11) + 0.0) / 4
+    assert ndcg(ranks, 10) == pytest.approx(expected, abs=1e-12)
+    assert ndcg(np.array([0]), 1) == 1.0
+
+
+def _tiny() -> Dataset:
+    # user 0 interacts with items 0..4 at times 1..5; user 1 with 5..9.
+    users = np.repeat([0, 1], 5)
+    items = np.concatenate([np.arange(5), np.arange(5, 10)])
+    return Dataset("tiny", users, items, np.ones(10), np.tile(np.arange(1, 6), 2), 2, 200)
+
+
+def test_leave_one_out_holds_out_the_last_two_by_time() -> None:
+    split = leave_one_out(_tiny(), seed=3)
+    assert split.test_item.tolist() == [4, 9]
+    assert split.valid_item.tolist() == [3, 8]
+    assert sorted(split.train_items[split.train_users == 0].tolist()) == [0, 1, 2]
+    for user, history in ((0, set(range(5))), (1, set(range(5, 10)))):
+        for negatives in (split.test_negatives[user], split.valid_negatives[user]):
+            assert len(set(negatives.tolist())) == N_NEGATIVES
+            assert not set(negatives.tolist()) & history
+
+
+def test_evaluate_on_a_known_scorer() -> None:
+    split = leave_one_out(_tiny(), seed=3)
+    # Scores by item id: user 0's test item 4 is beaten by every negative with id > 4;
+    # in the full ranking, by every unseen item with id > 4 (195 of them).
+    result = evaluate(split, lambda _u, c: c.astype(float))
+    user0_rank = int((split.test_negatives[0] > 4).sum())
+    user1_rank = int((split.test_negatives[1] > 9).sum())
+    assert result.hr10 == np.mean([user0_rank < 10, user1_rank < 10])
+    assert result.recall20 == 0.0  # full ranks are 195 and 190
+    perfect = evaluate(split, lambda u, c: (c == split.test_item[u][:, None]).astype(float))
+    assert (perfect.hr10, perfect.ndcg10, perfect.recall20, perfect.ndcg20) == (1, 1, 1, 1)
+
+
+def test_split_is_seeded(ml100k: Dataset) -> None:
+    a, b = leave_one_out(ml100k, seed=1), leave_one_out(ml100k, seed=1)
+    assert np.array_equal(a.test_negatives, b.test_negatives)
+    assert not np.array_equal(a.test_negatives, leave_one_out(ml100k, seed=2).test_negatives)
+    assert len(a.train_users) == 100_000 - 2 * 943
