@@ -9,7 +9,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from node.output import emit_json, table
+from crypto.errors import CryptoError
+from node import cli_bench, cli_identity
+from node.output import emit_json, help_handler, table
 
 if TYPE_CHECKING:
     from sim.dataset import Dataset
@@ -36,7 +38,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return handler(args)
-    except UsageError as error:
+    except (UsageError, CryptoError, cli_identity.IdentityError) as error:
         print(f"gossiprec: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -52,6 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
     _add_baseline(commands)
     _add_data(commands)
+    cli_identity.register(commands)
+    cli_bench.register(commands)
     return parser
 
 
@@ -120,7 +124,7 @@ def _add_data(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     fetch.add_argument("--wheel", type=Path, help="use an already downloaded recbole wheel")
     fetch.add_argument("--json", action="store_true")
     fetch.set_defaults(handler=run_data_fetch)
-    parser.set_defaults(handler=lambda _args: _help(parser))
+    parser.set_defaults(handler=help_handler(parser))
 
 
 def run_data_fetch(args: argparse.Namespace) -> int:
@@ -146,11 +150,6 @@ def run_data_fetch(args: argparse.Namespace) -> int:
             f"({len(dataset)} ratings, {dataset.n_users} users, {dataset.n_items} items)"
         )
     return 0
-
-
-def _help(parser: argparse.ArgumentParser) -> int:
-    parser.print_help()
-    return 2
 
 
 if __name__ == "__main__":

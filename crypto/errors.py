@@ -1,0 +1,22 @@
+"""The error tree of crypto/. Callers see one opaque type per job; operators see counters."""
+
+from __future__ import annotations
+
+
+class CryptoError(Exception):
+    """Base of every error crypto/ raises."""
+
+
+class EnvelopeError(CryptoError):
+    """A message was rejected. Deliberately opaque: the reason goes to a counter, not the caller."""
+
+    def __init__(self) -> None:
+        super().__init__("envelope rejected")
+
+
+class CertificateError(CryptoError):
+    """A certificate or revocation list is invalid, expired, revoked or from another network."""
+
+
+class KeyFileError(CryptoError):
+    """A key file is missing, unreadable or too permissive; the message says how to fix it."""

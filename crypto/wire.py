@@ -1,0 +1,43 @@
+"""msgpack with limits. Nothing here ever builds an object type from the wire but plain data."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgpack
+
+
+def pack(value: Any) -> bytes:
+    return bytes(msgpack.packb(value, use_bin_type=True))
+
+
+def pack_with_tail(head: list[Any], tail: bytes) -> bytes:
+    """msgpack of `[*head, tail]` with `tail` as bin, built with one copy of `tail`.
+
+    msgpack's packer grows its buffer while copying a large bin; for model-sized payloads that
+    costs as much as encrypting them, so the array header and bin header are written directly.
+    """
+    array = bytes(msgpack.packb(head, use_bin_type=True))
+    count = len(head) + 1
+    if count > 15 or array[0] != 0x90 | len(head):
+        raise ValueError("pack_with_tail supports up to 14 head items")
+    return b"".join([bytes([0x90 | count]), array[1:], b"\xc6", len(tail).to_bytes(4, "big"), tail])
+
+
+def unpack(data: bytes, *, max_size: int) -> Any:
+    """Unpack one msgpack value; raises ValueError on anything malformed or over the limits."""
+    if len(data) > max_size:
+        raise ValueError(f"{len(data)} bytes exceeds the limit of {max_size}")
+    try:
+        return msgpack.unpackb(
+            data,
+            raw=False,
+            strict_map_key=True,
+            max_bin_len=max_size,
+            max_str_len=4096,
+            max_array_len=65_536,
+            max_map_len=1_024,
+            max_ext_len=0,
+        )
+    except (msgpack.UnpackException, msgpack.ExtraData, ValueError, TypeError) as exc:
+        raise ValueError(f"malformed msgpack: {exc}") from exc

@@ -1,0 +1,191 @@
+"""`gossiprec keys …` and `gossiprec ca …`: node identities and the network authority."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TypeAlias
+
+from crypto.authority import CA_PUBLIC_FILE, Authority
+from crypto.certificate import Certificate
+from crypto.errors import CryptoError
+from crypto.files import write_atomic
+from crypto.keys import PUBLIC_FILE, SIGNING_FILE, NodeKeys
+from crypto.trust import TrustStore
+from node.output import emit_json, help_handler
+
+CERT_FILE = "node.cert"
+Commands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
+
+
+class IdentityError(Exception):
+    """Raised for a command that cannot proceed; the message names the fix."""
+
+
+def register(commands: Commands) -> None:
+    keys = commands.add_parser("keys", help="create or rotate this node's keys")
+    keys_sub = keys.add_subparsers(title="keys commands", metavar="COMMAND")
+    init = keys_sub.add_parser(
+        "init",
+        help="create a node identity (Ed25519 + X25519 keys, mode 0600)",
+        description="Writes signing.key and encryption.key (mode 0600) and node.pub.json, "
+        "the public half to hand to the network authority (`gossiprec ca issue`).",
+    )
+    init.add_argument("--dir", type=Path, required=True, help="node data directory")
+    init.add_argument("--json", action="store_true")
+    init.set_defaults(handler=keys_init)
+    rotate = keys_sub.add_parser(
+        "rotate",
+        help="new encryption key; the old one keeps working until retired",
+        description="Messages sealed to the previous key still open, so peers holding the old "
+        "certificate keep working while the authority issues a new one.",
+    )
+    rotate.add_argument("--dir", type=Path, required=True)
+    rotate.add_argument("--retire", action="store_true", help="drop the previous key instead")
+    rotate.add_argument("--json", action="store_true")
+    rotate.set_defaults(handler=keys_rotate)
+
+    ca = commands.add_parser("ca", help="the network authority (offline CA)")
+    ca_sub = ca.add_subparsers(title="ca commands", metavar="COMMAND")
+    ca_init = ca_sub.add_parser("init", help="create a network authority")
+    ca_init.add_argument("--dir", type=Path, required=True, help="authority folder (keep offline)")
+    ca_init.add_argument("--network", required=True, help="network name, e.g. shops-eu")
+    ca_init.add_argument("--json", action="store_true")
+    ca_init.set_defaults(handler=ca_init_command)
+    issue = ca_sub.add_parser(
+        "issue",
+        help="certify a node's public keys",
+        description="Reads NODE_DIR/node.pub.json; writes NODE_DIR/node.cert and the network's "
+        "trust anchor (network.json) and revocation list.",
+    )
+    issue.add_argument("--dir", type=Path, required=True, help="authority folder")
+    issue.add_argument("--node-dir", type=Path, required=True)
+    issue.add_argument("--days", type=float, default=365.0, help="validity (default 365)")
+    issue.add_argument("--json", action="store_true")
+    issue.set_defaults(handler=ca_issue)
+    revoke = ca_sub.add_parser("revoke", help="revoke certificates; bumps the list version")
+    revoke.add_argument("--dir", type=Path, required=True, help="authority folder")
+    who = revoke.add_mutually_exclusive_group(required=True)
+    who.add_argument("--serial", type=int, action="append", help="certificate serial")
+    who.add_argument("--node-id", help="revoke every certificate of this node id (hex)")
+    revoke.add_argument("--json", action="store_true")
+    revoke.set_defaults(handler=ca_revoke)
+    keys.set_defaults(handler=help_handler(keys))
+    ca.set_defaults(handler=help_handler(ca))
+
+
+def _report(args: argparse.Namespace, data: Mapping[str, object], text: str) -> int:
+    if args.json:
+        emit_json(data)
+    else:
+        print(text)
+    return 0
+
+
+def keys_init(args: argparse.Namespace) -> int:
+    if (args.dir / SIGNING_FILE).exists():
+        raise IdentityError(
+            f"{args.dir / SIGNING_FILE} already exists. Fix: pick another --dir; a node keeps "
+            "its identity (use `gossiprec keys rotate` for a new encryption key)."
+        )
+    keys = NodeKeys.generate()
+    keys.save(args.dir)
+    record = keys.public_record()
+    return _report(
+        args,
+        {**record, "public_file": str(args.dir / PUBLIC_FILE)},
+        f"node {record['node_id']} created in {args.dir}\n"
+        f"next: gossiprec ca issue --dir CA_DIR --node-dir {args.dir}",
+    )
+
+
+def keys_rotate(args: argparse.Namespace) -> int:
+    keys = NodeKeys.load(args.dir)
+    keys = keys.retired() if args.retire else keys.rotated()
+    keys.save(args.dir)
+    action = "retired the previous" if args.retire else "rotated the"
+    return _report(
+        args,
+        keys.public_record(),
+        f"{action} encryption key of node {keys.node_id.hex()}; "
+        "ask the authority for a new certificate (gossiprec ca issue)",
+    )
+
+
+def ca_init_command(args: argparse.Namespace) -> int:
+    authority = Authority.create(args.dir, args.network)
+    return _report(
+        args,
+        {"network": authority.network, "ca_public": authority.public.hex()},
+        f"authority for network {authority.network!r} created in {args.dir}; "
+        f"give nodes {args.dir / CA_PUBLIC_FILE}, keep ca.key offline",
+    )
+
+
+def ca_issue(args: argparse.Namespace) -> int:
+    if not args.days > 0:
+        raise IdentityError(f"--days must be > 0, got {args.days}")
+    authority = Authority.load(args.dir)
+    public_file = args.node_dir / PUBLIC_FILE
+    try:
+        record = json.loads(public_file.read_text())
+        signing = bytes.fromhex(record["signing_public"])
+        encryption = bytes.fromhex(record["encryption_public"])
+    except (OSError, ValueError, KeyError) as exc:
+        raise IdentityError(
+            f"cannot read {public_file} ({exc}). Fix: run `gossiprec keys init --dir "
+            f"{args.node_dir}` first."
+        ) from exc
+    now = int(time.time())
+    cert = authority.issue(signing, encryption, now - 60, now + int(args.days * 86_400))
+    write_atomic(args.node_dir / CERT_FILE, cert.encode())
+    authority.trust_store().save(args.node_dir)
+    return _report(
+        args,
+        {
+            "node_id": cert.node_id.hex(),
+            "serial": cert.serial,
+            "not_after": cert.not_after,
+            "network": cert.network,
+        },
+        f"issued certificate {cert.serial} for node {cert.node_id.hex()} "
+        f"(network {cert.network!r}, {args.days:g} days) into {args.node_dir}",
+    )
+
+
+def ca_revoke(args: argparse.Namespace) -> int:
+    authority = Authority.load(args.dir)
+    serials = set(args.serial or []) or authority.serial_of(args.node_id)
+    if not serials:
+        raise IdentityError(f"no certificate was issued to node {args.node_id}")
+    crl = authority.revoke(serials, int(time.time()))
+    return _report(
+        args,
+        {"version": crl.version, "revoked": sorted(crl.revoked)},
+        f"revocation list version {crl.version}: {len(crl.revoked)} revoked "
+        f"(newly {sorted(serials)}); publish {args.dir / 'crl.bin'} to the network",
+    )
+
+
+def load_identity(folder: Path) -> tuple[NodeKeys, Certificate, TrustStore]:
+    """A node's keys, certificate and trust store, checked to belong together."""
+    keys = NodeKeys.load(folder)
+    try:
+        cert = Certificate.decode((folder / CERT_FILE).read_bytes())
+    except OSError as exc:
+        raise IdentityError(
+            f"{folder / CERT_FILE} is missing. Fix: run `gossiprec ca issue "
+            f"--dir CA_DIR --node-dir {folder}`."
+        ) from exc
+    if cert.node_id != keys.node_id or cert.encryption_public != keys.encryption_public:
+        raise IdentityError(
+            f"{folder / CERT_FILE} does not match this node's keys. Fix: "
+            "issue a new certificate after `keys init` or `keys rotate`."
+        )
+    return keys, cert, TrustStore.load(folder)
+
+
+__all__ = ["CryptoError", "IdentityError", "load_identity", "register"]

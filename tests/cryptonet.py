@@ -1,0 +1,69 @@
+"""A small admitted network for crypto tests: an authority and nodes with real keys and certs."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from crypto.authority import Authority
+from crypto.certificate import Certificate
+from crypto.envelope import Opener, Sealer
+from crypto.keys import NodeKeys
+from crypto.replay import ReplayGuard, SequenceCounter
+from crypto.trust import TrustStore
+
+
+@dataclass
+class Member:
+    keys: NodeKeys
+    cert: Certificate
+    folder: Path
+
+
+@dataclass
+class Network:
+    authority: Authority
+    folder: Path
+    members: dict[str, Member] = field(default_factory=dict)
+
+    def add(self, name: str, *, not_after: int | None = None) -> Member:
+        keys = NodeKeys.generate()
+        now = int(time.time())
+        cert = self.authority.issue(
+            keys.signing_public,
+            keys.encryption_public,
+            now - 60,
+            not_after if not_after is not None else now + 86_400,
+        )
+        member = Member(keys, cert, self.folder / name)
+        member.folder.mkdir(parents=True)
+        keys.save(member.folder)
+        self.members[name] = member
+        return member
+
+    def directory(self) -> dict[bytes, Certificate]:
+        return {m.cert.node_id: m.cert for m in self.members.values()}
+
+    def sealer(self, name: str) -> Sealer:
+        member = self.members[name]
+        counter = SequenceCounter(member.folder / "seq", block=16)
+        return Sealer(member.keys, self.authority.network, counter)
+
+    def opener(self, name: str, trust: TrustStore | None = None) -> Opener:
+        member = self.members[name]
+        return Opener(
+            member.keys,
+            trust or self.authority.trust_store(),
+            self.directory().get,
+            ReplayGuard(member.folder / "replay.sqlite"),
+        )
+
+
+def make_network(
+    folder: Path, name: str = "demo", nodes: tuple[str, ...] = ("a", "b", "c")
+) -> Network:
+    network = Network(Authority.create(folder / f"ca-{name}", name), folder)
+    for node in nodes:
+        network.add(node)
+    return network

@@ -1,0 +1,130 @@
+from __future__ import annotations
+
+import os
+import signal
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from crypto.errors import KeyFileError
+from crypto.keys import ENCRYPTION_FILE, SIGNING_FILE, NodeKeys, node_id_of
+from crypto.replay import SequenceCounter
+from node.cli import main
+from tests.cryptonet import make_network
+
+
+def test_keys_are_saved_0600_and_reload_to_the_same_identity(tmp_path: Path) -> None:
+    keys = NodeKeys.generate()
+    keys.save(tmp_path / "node")
+    for name in (SIGNING_FILE, ENCRYPTION_FILE):
+        assert stat.S_IMODE((tmp_path / "node" / name).stat().st_mode) == 0o600
+    loaded = NodeKeys.load(tmp_path / "node")
+    assert loaded.node_id == keys.node_id == node_id_of(keys.signing_public)
+    assert loaded.encryption_public == keys.encryption_public
+    assert "PRIVATE" not in repr(loaded)
+
+
+def test_group_readable_private_key_is_refused_with_the_fix(tmp_path: Path) -> None:
+    NodeKeys.generate().save(tmp_path)
+    (tmp_path / SIGNING_FILE).chmod(0o640)
+    with pytest.raises(KeyFileError, match=r"chmod 600 .*signing\.key"):
+        NodeKeys.load(tmp_path)
+
+
+def test_sequence_counter_skips_the_unused_block_after_a_restart(tmp_path: Path) -> None:
+    counter = SequenceCounter(tmp_path / "seq", block=10)
+    assert [counter.next() for _ in range(3)] == [0, 1, 2]
+    restarted = SequenceCounter(tmp_path / "seq", block=10)
+    assert restarted.next() == 10  # 3..9 may never be used: skipped, never reused
+
+
+SENDER = """
+import sys, time
+from pathlib import Path
+from crypto.certificate import Certificate
+from crypto.envelope import Sealer
+from crypto.keys import NodeKeys
+from crypto.replay import SequenceCounter
+folder, network = Path(sys.argv[1]), sys.argv[2]
+cert = Certificate.decode(bytes.fromhex(sys.argv[3]))
+sealer = Sealer(NodeKeys.load(folder), network, SequenceCounter(folder / "seq", block=25))
+while True:
+    print(sealer.seal(b"update", cert, 1, time.time()).hex(), flush=True)
+"""
+
+
+def _run_and_kill(folder: Path, network: str, cert_hex: str, lines: int) -> list[bytes]:
+    command = [sys.executable, "-c", SENDER, str(folder), network, cert_hex]
+    with subprocess.Popen(
+        command, stdout=subprocess.PIPE, text=True, cwd=Path(__file__).parents[1]
+    ) as child:
+        assert child.stdout is not None
+        out = [bytes.fromhex(child.stdout.readline().strip()) for _ in range(lines)]
+        os.kill(child.pid, signal.SIGKILL)  # mid-stream: it is still sealing
+        child.wait(timeout=10)
+    assert child.returncode == -signal.SIGKILL
+    return out
+
+
+def test_sender_killed_with_sigkill_never_reuses_a_sequence_number(tmp_path: Path) -> None:
+    net = make_network(tmp_path)
+    a, b = net.members["a"], net.members["b"]
+    opener = net.opener("b")
+    seqs: list[list[int]] = []
+    for _run in range(3):
+        sealed = _run_and_kill(a.folder, net.authority.network, b.cert.encode().hex(), 60)
+        seqs.append([opener.open(m, time.time()).header.seq for m in sealed])
+    flat = [s for run in seqs for s in run]
+    assert len(flat) == len(set(flat)) == 180
+    assert min(seqs[1]) > max(seqs[0]) and min(seqs[2]) > max(seqs[1])
+    assert sum(opener.rejected.values()) == 0
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["keys"],
+        ["keys", "init"],
+        ["keys", "rotate"],
+        ["ca"],
+        ["ca", "init"],
+        ["ca", "issue"],
+        ["ca", "revoke"],
+    ],
+)
+def test_identity_commands_have_help(
+    command: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main([*command, "--help"])
+    assert exit_.value.code == 0
+    assert "usage: gossiprec" in capsys.readouterr().out
+
+
+def test_ca_and_keys_commands_admit_a_node(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from node.cli_identity import load_identity
+
+    ca, node = tmp_path / "ca", tmp_path / "node"
+    assert main(["ca", "init", "--dir", str(ca), "--network", "shops"]) == 0
+    assert main(["keys", "init", "--dir", str(node)]) == 0
+    assert main(["ca", "issue", "--dir", str(ca), "--node-dir", str(node), "--days", "1"]) == 0
+    keys, cert, trust = load_identity(node)
+    trust.check(cert, time.time())
+    assert cert.node_id == keys.node_id and trust.network == "shops"
+    assert main(["ca", "revoke", "--dir", str(ca), "--node-id", keys.node_id.hex()]) == 0
+    capsys.readouterr()
+    # Errors name the fix and exit 2.
+    assert main(["keys", "init", "--dir", str(node)]) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert main(["ca", "init", "--dir", str(ca), "--network", "shops"]) == 2
+    assert main(["ca", "issue", "--dir", str(tmp_path / "none"), "--node-dir", str(node)]) == 2
+    assert "gossiprec ca init" in capsys.readouterr().err
+    (node / SIGNING_FILE).chmod(0o644)
+    assert main(["keys", "rotate", "--dir", str(node)]) == 2
+    assert "chmod 600" in capsys.readouterr().err
