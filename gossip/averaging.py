@@ -1,0 +1,78 @@
+"""Gossip averaging as plain numpy functions. Parameters are dicts of named float32 arrays.
+
+push-sum (Kempe et al., 2003): every node holds an estimate x and a weight w. Sending gives
+away a share of w with x; receiving merges x <- (x w + x' w') / (w + w'). The sum of x*w over
+all nodes and messages never changes, so with no loss every estimate tends to the exact mean.
+
+pairwise merge: B blends A's model into its own with weight alpha (1/2 for a fresh one, less
+the staler it is) and replies with its pre-merge model and that alpha; A then moves by
+alpha * (x_B - x_A as sent). The two moves cancel, so the sum is conserved even if A's model
+changed meanwhile; a lost request costs nothing, a lost reply only what that exchange moved.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+
+Arrays = dict[str, npt.NDArray[np.float32]]
+Rows = dict[str, npt.NDArray[np.int32]]
+
+
+def push_sum_merge(
+    local: Arrays, local_weight: float, remote: Arrays, remote_weight: float
+) -> float:
+    """Merge a push-sum share into `local` in place; returns the new local weight."""
+    total = local_weight + remote_weight
+    if total <= 0:
+        return local_weight
+    keep = local_weight / total
+    for name, values in remote.items():
+        target = local[name]
+        target *= keep
+        target += (1.0 - keep) * values
+    return total
+
+
+def pairwise_merge(local: Arrays, remote: Arrays, alpha: float, rows: Rows | None = None) -> None:
+    """local <- (1 - alpha) local + alpha remote, in place; only `rows` where given."""
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must lie in [0, 1], got {alpha}")
+    for name, values in remote.items():
+        target = local[name]
+        index = None if rows is None else rows.get(name)
+        if index is None:
+            target += alpha * (values - target)
+        else:
+            target[index] += alpha * (values - target[index])
+
+
+def pairwise_reply_merge(local: Arrays, sent: Arrays, remote: Arrays, alpha: float,
+                         rows: Rows | None = None) -> None:  # fmt: skip
+    """local += alpha (remote - sent), in place: the initiator's half of a pairwise exchange."""
+    for name, values in remote.items():
+        index = None if rows is None else rows.get(name)
+        if index is None:
+            local[name] += alpha * (values - sent[name])
+        else:
+            local[name][index] += alpha * (values - sent[name][index])
+
+
+def staleness_alpha(age_seconds: float, half_life: float, base: float = 0.5) -> float:
+    """Merge weight of a model `age_seconds` old: `base`, halved every `half_life` seconds."""
+    if half_life <= 0:
+        return base
+    return float(base * 0.5 ** (max(0.0, age_seconds) / half_life))
+
+
+def mean_of(models: list[Arrays]) -> Arrays:
+    return {name: np.mean([m[name] for m in models], axis=0) for name in models[0]}
+
+
+def relative_error(model: Arrays, reference: Arrays) -> float:
+    """max over arrays of ||model - reference|| / ||reference||."""
+    worst = 0.0
+    for name, ref in reference.items():
+        scale = float(np.linalg.norm(ref)) or 1.0
+        worst = max(worst, float(np.linalg.norm(model[name] - ref)) / scale)
+    return worst

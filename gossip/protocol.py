@@ -1,0 +1,149 @@
+"""The gossip protocol core: no sockets, no clocks, no randomness it was not given.
+
+The driver calls `tick(now)` when `next_tick` is due and `receive(peer, update, now)` for each
+decoded message; both return the messages to send. Every change of protocol state is here.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from gossip.averaging import (
+    Arrays,
+    Rows,
+    pairwise_merge,
+    pairwise_reply_merge,
+    push_sum_merge,
+    staleness_alpha,
+)
+from gossip.codec import Codec, Kind, ModelUpdate, select_rows
+from gossip.membership import Membership, MembershipConfig
+
+STRATEGIES = ("push-sum", "pairwise")
+
+
+@dataclass(frozen=True)
+class GossipConfig:
+    strategy: str = "pairwise"
+    period: float = 1.0  # seconds between a node's gossip rounds, on average
+    jitter: float = 0.2  # each wait is period * (1 +/- jitter), so nodes never synchronise
+    fanout: int = 1
+    staleness_half_life: float = 30.0
+    codec: Codec = field(default_factory=Codec)
+    membership: MembershipConfig = field(default_factory=MembershipConfig)
+
+    def __post_init__(self) -> None:
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"strategy {self.strategy!r} is unknown; choose {STRATEGIES}")
+        if self.period <= 0 or not 0 <= self.jitter < 1 or self.fanout < 1:
+            raise ValueError("need period > 0, 0 <= jitter < 1 and fanout >= 1")
+        if self.strategy == "push-sum" and self.codec.sparse:
+            raise ValueError("push-sum needs whole arrays; use a dense codec")
+
+
+@dataclass(frozen=True)
+class Send:
+    peer: bytes
+    update: ModelUpdate
+
+
+@dataclass
+class ProtocolStats:
+    rounds: int = 0
+    sent: int = 0
+    merged: int = 0
+    ignored: int = 0  # wrong arrays, or a reply to no outstanding request
+
+
+class GossipProtocol:
+    """Averages `params` (updated in place) with peers chosen from `membership`."""
+
+    def __init__(self, node_id: bytes, params: Arrays, config: GossipConfig,
+                 rng: random.Random, now: float) -> None:  # fmt: skip
+        self.node_id = node_id
+        self.params = params
+        self.config = config
+        self.weight = 1.0
+        self.version = 0
+        self.membership = Membership(node_id, config.membership, rng)
+        self.stats = ProtocolStats()
+        self._rng = rng
+        self._reference = {k: v.copy() for k, v in params.items()} if config.codec.sparse else {}
+        self._outstanding: dict[bytes, ModelUpdate] = {}  # pairwise requests awaiting a reply
+        self._cursor = 0  # sparse codecs: next row of the round-robin refresh
+        self.next_tick = now + self._wait()
+
+    def _wait(self) -> float:
+        return self.config.period * (1 + self._rng.uniform(-self.config.jitter, self.config.jitter))
+
+    def tick(self, now: float) -> list[Send]:
+        """One gossip round if it is due: push to `fanout` peers sampled uniformly."""
+        self.membership.update(now)
+        if now < self.next_tick:
+            return []
+        self.next_tick = now + self._wait()
+        peers = self.membership.sample(self.config.fanout)
+        if not peers:
+            return []
+        self.stats.rounds += 1
+        if self.config.strategy == "push-sum":
+            share = self.weight / (len(peers) + 1)
+            self.weight = share
+            kind = Kind.PUSH_SUM
+        else:
+            share, kind = self.weight, Kind.MERGE_REQUEST
+        update = self._snapshot(kind, share, now)
+        if kind is Kind.MERGE_REQUEST:
+            self._outstanding.update(dict.fromkeys(peers, update))
+        self.stats.sent += len(peers)
+        return [Send(peer, update) for peer in peers]
+
+    def _snapshot(self, kind: Kind, weight: float, now: float, alpha: float = 0.0,
+                  reply_to: float = 0.0, rows: Rows | None = None) -> ModelUpdate:  # fmt: skip
+        """A copy of the parameters to send; sparse codecs pick rows unless `rows` is given."""
+        params = {name: array.copy() for name, array in self.params.items()}
+        if rows is not None:
+            return ModelUpdate(kind, params, weight, self.version, now, rows, alpha, reply_to)
+        rows = {}
+        if self.config.codec.sparse:
+            fraction = self.config.codec.sparse_fraction
+            cursor = self._cursor
+            for name, array in params.items():
+                rows[name], self._cursor = select_rows(array, self._reference[name], fraction,
+                                                       cursor)  # fmt: skip
+                self._reference[name][rows[name]] = array[rows[name]]
+        return ModelUpdate(kind, params, weight, self.version, now, rows, alpha, reply_to)
+
+    def receive(self, peer: bytes, update: ModelUpdate, now: float) -> list[Send]:
+        if set(update.params) != set(self.params):
+            self.stats.ignored += 1
+            return []
+        self.membership.heard(peer, now, update.version)
+        replies = []
+        if update.kind is Kind.PUSH_SUM:
+            self.weight = push_sum_merge(self.params, self.weight, update.params, update.weight)
+        elif update.kind is Kind.MERGE_REQUEST:
+            alpha = staleness_alpha(now - update.sent_at, self.config.staleness_half_life)
+            # The reply carries the request's rows, so both sides move the same rows by
+            # opposite amounts and the sum is conserved for sparse codecs too.
+            reply = self._snapshot(Kind.MERGE_REPLY, self.weight, now, alpha, update.sent_at,
+                                   update.rows or None)  # fmt: skip
+            replies.append(Send(peer, reply))
+            pairwise_merge(self.params, update.params, alpha, update.rows or None)
+        else:
+            sent = self._outstanding.get(peer)
+            if sent is None or sent.sent_at != update.reply_to:
+                self.stats.ignored += 1  # late, duplicate or unsolicited
+                return []
+            del self._outstanding[peer]
+            pairwise_reply_merge(self.params, sent.params, update.params, update.alpha,
+                                 update.rows or None)  # fmt: skip
+        self.version += 1
+        self.stats.merged += 1
+        return replies
+
+    def estimate(self) -> Arrays:
+        return {name: np.array(array, copy=True) for name, array in self.params.items()}
