@@ -25,6 +25,30 @@ def register(commands: Commands) -> None:
     envelope.add_argument("--repeats", type=int, default=200)
     envelope.add_argument("--json", action="store_true")
     envelope.set_defaults(handler=run_envelope)
+    gossip = sub.add_parser(
+        "gossip",
+        help="full gossip path over MQTT against raw aiomqtt, and bytes per codec",
+        description="Messages/s of encode+seal+publish+deliver+open+decode for a 215 KB model "
+        "update against raw aiomqtt publish/receive of the same size, on one broker "
+        "(mosquitto started on a free port unless --broker is given); then the sealed bytes "
+        "of one pairwise exchange for each codec.",
+    )
+    gossip.add_argument("--broker", help="mqtt://HOST:PORT (default: a private mosquitto)")
+    gossip.add_argument("--messages", type=int, default=200)
+    gossip.add_argument("--json", action="store_true")
+    gossip.set_defaults(handler=run_gossip)
+    convergence = sub.add_parser(
+        "convergence",
+        help="gossip rounds per node to reach the mean, by network size",
+        description="Virtual time on the in-memory path: every node starts with a random "
+        "vector; counts rounds per node until all are within --target of the true mean.",
+    )
+    convergence.add_argument("--nodes", type=int, nargs="+", default=[16, 64, 256, 1024])
+    convergence.add_argument("--strategy", choices=["push-sum", "pairwise"], default="push-sum")
+    convergence.add_argument("--target", type=float, default=1e-4)
+    convergence.add_argument("--drop", type=float, default=0.0, help="message drop rate")
+    convergence.add_argument("--json", action="store_true")
+    convergence.set_defaults(handler=run_convergence)
     bench.set_defaults(handler=help_handler(bench))
 
 
@@ -36,4 +60,31 @@ def run_envelope(args: argparse.Namespace) -> int:
         emit_json(result)
         return 0
     print(table(["measure", "value"], [[k, v] for k, v in result.items()]))
+    return 0
+
+
+def run_gossip(args: argparse.Namespace) -> int:
+    from node.bench_gossip import bench_gossip
+
+    result = bench_gossip(args.broker, args.messages)
+    if args.json:
+        emit_json(result)
+        return 0
+    codecs: dict[str, int] = result.pop("exchange_bytes_by_codec")  # type: ignore[assignment]
+    print(table(["measure", "value"], [[k, v] for k, v in result.items()]))
+    print()
+    rows = sorted(codecs.items(), key=lambda kv: kv[1])
+    print(table(["codec", "bytes per exchange"], rows))
+    return 0
+
+
+def run_convergence(args: argparse.Namespace) -> int:
+    from node.bench_convergence import rounds_to_mean
+
+    results = [rounds_to_mean(n, args.strategy, args.target, drop=args.drop) for n in args.nodes]
+    if args.json:
+        emit_json(results)
+        return 0
+    headers = ["nodes", "strategy", "drop", "reached", "rounds_per_node", "error"]
+    print(table(headers, [[r[h] for h in headers] for r in results]))
     return 0

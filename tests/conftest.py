@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 
+from sim.broker import Mosquitto
 from sim.dataset import Dataset
 from sim.movielens import DatasetError, fetch_ml100k, load_ml100k
 from sim.split import LeaveOneOut, leave_one_out
@@ -21,3 +24,10 @@ def ml100k() -> Dataset:
 @pytest.fixture(scope="session")
 def ml100k_split(ml100k: Dataset) -> LeaveOneOut:
     return leave_one_out(ml100k, seed=0)
+
+
+@pytest.fixture
+def mosquitto() -> Iterator[Mosquitto]:
+    """A real mosquitto on a free loopback port, stopped after the test."""
+    with Mosquitto() as broker:
+        yield broker

@@ -1,0 +1,93 @@
+"""Signed broadcast statements (presence beacons): readable by all, forgeable by none.
+
+Wire form (msgpack): [1, certificate, body, time_ms, signature], the signature by the
+certificate's signing key over context || network || certificate || body || time_ms.
+Receivers check the certificate against their trust store and the time against `max_age`, so
+a replayed old beacon cannot keep a dead node looking alive for long.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric import ed25519
+
+from crypto.certificate import Certificate
+from crypto.errors import CertificateError, EnvelopeError
+from crypto.keys import NodeKeys
+from crypto.trust import TrustStore
+from crypto.wire import pack, unpack
+
+VERSION = 1
+MAX_STATEMENT_BYTES = 8_192
+_CONTEXT = b"gossiprec/statement/v1\x00"
+
+
+@dataclass(frozen=True)
+class Statement:
+    certificate: Certificate
+    body: bytes
+    time: float
+
+
+def _signed(network: str, cert: bytes, body: bytes, time_ms: int) -> bytes:
+    return _CONTEXT + network.encode() + b"\x00" + pack([cert, body, time_ms])
+
+
+def sign_statement(keys: NodeKeys, certificate: Certificate, body: bytes, now: float) -> bytes:
+    cert = certificate.encode()
+    time_ms = int(now * 1000)
+    signature = keys.signing.sign(_signed(certificate.network, cert, body, time_ms))
+    return pack([VERSION, cert, body, time_ms, signature])
+
+
+class StatementVerifier:
+    """Verifies statements; rejections raise EnvelopeError and are counted by reason."""
+
+    def __init__(self, trust: TrustStore, max_age: float, max_skew: float = 300.0) -> None:
+        self._trust = trust
+        self._max_age = max_age
+        self._max_skew = max_skew
+        self.rejected: Counter[str] = Counter()
+
+    def verify(self, data: bytes, now: float) -> Statement:
+        try:
+            return self._verify(data, now)
+        except _Reject as reject:
+            self.rejected[reject.reason] += 1
+            raise EnvelopeError() from None
+
+    def _verify(self, data: bytes, now: float) -> Statement:
+        try:
+            version, cert_bytes, body, time_ms, signature = unpack(
+                data, max_size=MAX_STATEMENT_BYTES
+            )
+            if version != VERSION or not all(
+                isinstance(x, bytes) for x in (cert_bytes, body, signature)
+            ):
+                raise ValueError("fields")
+            if not isinstance(time_ms, int):
+                raise ValueError("time")
+            cert = Certificate.decode(cert_bytes)
+        except (ValueError, TypeError, CertificateError):
+            raise _Reject("malformed") from None
+        age = now - time_ms / 1000
+        if age > self._max_age or age < -self._max_skew:
+            raise _Reject("stale")
+        try:
+            self._trust.check(cert, now)
+        except CertificateError:
+            raise _Reject("bad_certificate") from None
+        try:
+            public = ed25519.Ed25519PublicKey.from_public_bytes(cert.signing_public)
+            public.verify(signature, _signed(self._trust.network, cert_bytes, body, time_ms))
+        except (InvalidSignature, ValueError):
+            raise _Reject("signature") from None
+        return Statement(cert, body, time_ms / 1000)
+
+
+class _Reject(Exception):
+    def __init__(self, reason: str) -> None:
+        self.reason = reason

@@ -1,0 +1,237 @@
+"""The async driver: asks the protocol core what to send, seals it, publishes it; opens what
+arrives and feeds it back. Presence beacons feed membership and the certificate directory; the
+revocation list topic updates the trust store. A bad message is counted and dropped, always.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from crypto.certificate import Certificate, RevocationList
+from crypto.envelope import DEFAULT_MAX_BYTES, Opener, Sealer
+from crypto.errors import CertificateError, EnvelopeError
+from crypto.keys import NodeKeys
+from crypto.replay import ReplayGuard, SequenceCounter
+from crypto.statement import StatementVerifier, sign_statement
+from crypto.trust import TrustStore
+from crypto.wire import pack, unpack
+from gossip import topics
+from gossip.codec import CodecStats, DecodeError, decode, encode
+from gossip.protocol import GossipProtocol, Send
+from gossip.transport import Incoming, LastWill, Transport
+
+log = logging.getLogger(__name__)
+
+KIND_MODEL = 1
+
+
+@dataclass(frozen=True)
+class Identity:
+    keys: NodeKeys
+    certificate: Certificate
+    trust: TrustStore
+
+    @property
+    def network(self) -> str:
+        return self.trust.network
+
+    @property
+    def node_id(self) -> bytes:
+        return self.keys.node_id
+
+
+def subscriptions(identity: Identity) -> list[str]:
+    return [topics.inbox(identity.network, identity.node_id), topics.all_presence(identity.network),
+            topics.crl(identity.network)]  # fmt: skip
+
+
+def last_will(identity: Identity) -> LastWill:
+    """An empty retained presence: the broker clears the beacon when the node dies uncleanly."""
+    return LastWill(topics.presence(identity.network, identity.node_id), b"", retain=True)
+
+
+@dataclass
+class NodeCounters:
+    rejected: Counter[str] = field(default_factory=Counter)  # "where:reason" -> count
+    codec: CodecStats = field(default_factory=CodecStats)
+    beacons_sent: int = 0
+    beacons_received: int = 0
+    updates_received: int = 0
+    updates_sent: int = 0
+
+
+class GossipNode:
+    """One node's gossip over a transport. `lock` guards the parameters shared with training."""
+
+    def __init__(
+        self,
+        identity: Identity,
+        transport: Transport,
+        protocol: GossipProtocol,
+        state_dir: Path,
+        *,
+        heartbeat: float = 5.0,
+        max_message_bytes: int = DEFAULT_MAX_BYTES,
+        clock: Callable[[], float] = time.time,
+        lock: threading.Lock | None = None,
+        status: Callable[[], dict[str, object]] | None = None,
+    ) -> None:
+        self.identity = identity
+        self.transport = transport
+        self.protocol = protocol
+        self.heartbeat = heartbeat
+        self.counters = NodeCounters()
+        self.directory: dict[bytes, Certificate] = {}
+        self.lock = lock or threading.Lock()
+        self._clock = clock
+        self._status = status or (lambda: {})
+        self._max_bytes = max_message_bytes
+        self._expected = {name: array.shape for name, array in protocol.params.items()}
+        state_dir.mkdir(parents=True, exist_ok=True)
+        self._sealer = Sealer(identity.keys, identity.network, SequenceCounter(state_dir / "seq"))
+        self._opener = Opener(identity.keys, identity.trust, self.directory.get,
+                              ReplayGuard(state_dir / "replay.sqlite"),
+                              max_bytes=max_message_bytes)  # fmt: skip
+        self._beacons = StatementVerifier(
+            identity.trust, max_age=protocol.config.membership.dead_after
+        )
+        self._presence_topic = topics.presence(identity.network, identity.node_id)
+
+    # -- lifetime --------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Gossip until cancelled."""
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self._receive_loop())
+            group.create_task(self._gossip_loop())
+            group.create_task(self._heartbeat_loop())
+
+    async def leave(self) -> None:
+        """Clean shutdown: clear our presence so peers drop us at once."""
+        await self.transport.publish(self._presence_topic, b"", retain=True)
+
+    # -- outgoing --------------------------------------------------------------------------------
+
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            await self.announce()
+            await asyncio.sleep(self.heartbeat)
+
+    async def announce(self) -> None:
+        body = pack({"v": self.protocol.version, "s": self._status()})
+        beacon = sign_statement(self.identity.keys, self.identity.certificate, body, self._clock())
+        if await self.transport.publish(self._presence_topic, beacon, retain=True):
+            self.counters.beacons_sent += 1
+
+    async def _gossip_loop(self) -> None:
+        while True:
+            await asyncio.sleep(max(0.0, self.protocol.next_tick - self._clock()))
+            with self.lock:
+                sends = self.protocol.tick(self._clock())
+            await self._send_all(sends)
+
+    async def _send_all(self, sends: list[Send]) -> None:
+        for send in sends:
+            certificate = self.directory.get(send.peer)
+            if certificate is None:
+                continue
+            with self.lock:
+                data = encode(send.update, self.protocol.config.codec, self.counters.codec)
+            sealed = self._sealer.seal(data, certificate, KIND_MODEL, self._clock())
+            if await self.transport.publish(topics.inbox(self.identity.network, send.peer), sealed):
+                self.counters.updates_sent += 1
+
+    # -- incoming --------------------------------------------------------------------------------
+
+    async def _receive_loop(self) -> None:
+        async for message in self.transport.incoming():
+            try:
+                sends = self.handle(message)
+            except Exception:  # a bug must not take the node down; count it and go on
+                log.exception("unexpected error handling a message on %s", message.topic)
+                self.counters.rejected["internal:error"] += 1
+                continue
+            if sends:
+                await self._send_all(sends)
+
+    def handle(self, message: Incoming) -> list[Send]:
+        kind, node_id = topics.parse(message.topic, self.identity.network)
+        now = self._clock()
+        if kind == "presence" and node_id is not None:
+            self._on_presence(node_id, message.payload, now)
+        elif kind == "crl":
+            self._on_crl(message.payload)
+        elif kind == "inbox" and node_id == self.identity.node_id:
+            return self._on_inbox(message.payload, now)
+        else:
+            self.counters.rejected["topic:unexpected"] += 1
+        return []
+
+    def _on_presence(self, node_id: bytes, payload: bytes, now: float) -> None:
+        if node_id == self.identity.node_id:
+            return
+        if not payload:  # last will or clean leave
+            with self.lock:
+                self.protocol.membership.left(node_id)
+            return
+        try:
+            statement = self._beacons.verify(payload, now)
+            if statement.certificate.node_id != node_id:
+                raise DecodeError("beacon", "certificate of another node")
+            body = unpack(statement.body, max_size=4_096)
+            version = body.get("v", 0) if isinstance(body, dict) else 0
+            if not isinstance(version, int):
+                raise DecodeError("beacon", "version")
+        except EnvelopeError:
+            return  # counted by the verifier
+        except (DecodeError, ValueError, AttributeError):
+            self.counters.rejected["beacon:malformed"] += 1
+            return
+        self.counters.beacons_received += 1
+        self.directory[node_id] = statement.certificate
+        with self.lock:
+            self.protocol.membership.heard(node_id, now, version)
+
+    def _on_crl(self, payload: bytes) -> None:
+        try:
+            adopted = self.identity.trust.update_crl(RevocationList.decode(payload))
+        except CertificateError:
+            self.counters.rejected["crl:invalid"] += 1
+            return
+        if not adopted:
+            return
+        revoked = self.identity.trust.crl.revoked
+        for node_id, certificate in list(self.directory.items()):
+            if certificate.serial in revoked:
+                del self.directory[node_id]
+                with self.lock:
+                    self.protocol.membership.left(node_id)
+
+    def _on_inbox(self, payload: bytes, now: float) -> list[Send]:
+        try:
+            opened = self._opener.open(payload, now)
+        except EnvelopeError:
+            return []  # counted by the opener
+        try:
+            update = decode(opened.payload, max_bytes=self._max_bytes, expected=self._expected,
+                            stats=self.counters.codec)  # fmt: skip
+        except DecodeError as error:
+            self.counters.rejected["decode:" + error.reason] += 1
+            return []
+        self.counters.updates_received += 1
+        with self.lock:
+            return self.protocol.receive(opened.sender, update, now)
+
+    def rejected(self) -> dict[str, int]:
+        """Every dropped message by "where:reason"."""
+        merged = Counter(self.counters.rejected)
+        merged.update({f"envelope:{r}": n for r, n in self._opener.rejected.items()})
+        merged.update({f"beacon:{r}": n for r, n in self._beacons.rejected.items()})
+        return dict(merged)

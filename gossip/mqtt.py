@@ -1,0 +1,176 @@
+"""MQTT transport on aiomqtt: one client, re-entered in a reconnect loop with backoff and jitter.
+
+Subscriptions are renewed on every connect. Model messages use QoS 1; the socket runs with
+TCP_NODELAY so small control messages are not held back behind Nagle's algorithm. Incoming
+messages land in a bounded queue; when it is full the message is dropped and counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import socket
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Self
+
+import aiomqtt
+
+from gossip.transport import Incoming, LastWill, TransportStats
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class MqttConfig:
+    host: str = "127.0.0.1"
+    port: int = 1883
+    username: str | None = None
+    password: str | None = None
+    protocol: int = 5  # 4 = MQTT 3.1.1, 5 = MQTT 5
+    keepalive: int = 10
+    timeout: float = 10.0  # connect, subscribe and publish acknowledgement
+    backoff_initial: float = 0.2
+    backoff_max: float = 10.0
+    queue_size: int = 1_024
+    max_inflight: int = 64
+
+    def __post_init__(self) -> None:
+        if self.protocol not in (4, 5):
+            raise ValueError(f"protocol must be 4 (MQTT 3.1.1) or 5, got {self.protocol}")
+        if not 0 < self.port < 65_536:
+            raise ValueError(f"port must lie in 1..65535, got {self.port}")
+
+
+def _reraise_swallowed_cancel() -> None:
+    """Python 3.11's asyncio.wait_for (inside aiomqtt) can drop a cancellation that arrives as
+    the awaited operation completes; the task then runs on forever. Restore it."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
+class MqttTransport:
+    def __init__(self, config: MqttConfig, client_id: str, subscriptions: list[str],
+                 will: LastWill | None = None, *, seed: int = 0) -> None:  # fmt: skip
+        self.config = config
+        self.client_id = client_id
+        self.subscriptions = list(subscriptions)
+        self.will = will
+        self.stats = TransportStats()
+        self._rng = random.Random(seed)
+        self._queue: asyncio.Queue[Incoming] = asyncio.Queue(maxsize=config.queue_size)
+        self._connected = asyncio.Event()
+        self._client: aiomqtt.Client | None = None  # set while connected
+        self._made: aiomqtt.Client | None = None  # the one client, re-entered on reconnect
+        self._runner: asyncio.Task[None] | None = None
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    async def wait_connected(self, timeout: float) -> bool:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._connected.wait(), timeout)
+        return self.connected
+
+    def _make_client(self) -> aiomqtt.Client:
+        version = (
+            aiomqtt.ProtocolVersion.V5
+            if self.config.protocol == 5
+            else (aiomqtt.ProtocolVersion.V311)
+        )
+        will = None
+        if self.will is not None:
+            will = aiomqtt.Will(self.will.topic, self.will.payload, qos=1, retain=self.will.retain)
+        return aiomqtt.Client(
+            self.config.host, self.config.port, identifier=self.client_id,
+            username=self.config.username, password=self.config.password, protocol=version,
+            will=will, keepalive=self.config.keepalive, timeout=self.config.timeout,
+            max_inflight_messages=self.config.max_inflight,
+            socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
+            # A session per connection: after a broker restart nothing stale is replayed.
+            clean_session=True if self.config.protocol == 4 else None,
+        )  # fmt: skip
+
+    async def __aenter__(self) -> Self:
+        self._runner = asyncio.create_task(self._run(), name=f"mqtt-{self.client_id}")
+        return self
+
+    async def __aexit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                        trace: TracebackType | None) -> None:  # fmt: skip
+        runner = self._runner
+        if runner is not None:
+            runner.cancel()
+            _, pending = await asyncio.wait({runner}, timeout=2.0)
+            if pending and self._made is not None:
+                # aiomqtt's __aexit__ awaits the broker's side of the disconnect with no
+                # timeout; on a half-closed connection that never comes. Resolve it ourselves.
+                disconnected = self._made._disconnected
+                if not disconnected.done():
+                    disconnected.set_result(None)
+                await asyncio.wait({runner}, timeout=2.0)
+            if runner.done() and not runner.cancelled() and runner.exception() is not None:
+                log.warning("%s transport ended with %r", self.client_id, runner.exception())
+        self._connected.clear()
+
+    async def _run(self) -> None:
+        """Connect, subscribe, pump messages; on any loss, back off with jitter and retry."""
+        client = self._made = self._make_client()
+        delay = self.config.backoff_initial
+        while True:
+            try:
+                async with client:
+                    for topic in self.subscriptions:
+                        await client.subscribe(topic, qos=1, timeout=self.config.timeout)
+                        _reraise_swallowed_cancel()
+                    self._client = client
+                    self._connected.set()
+                    self.stats.connects += 1
+                    delay = self.config.backoff_initial
+                    log.info("%s connected to %s:%d", self.client_id, self.config.host,
+                             self.config.port)  # fmt: skip
+                    async for message in client.messages:
+                        self._accept(message)
+            except aiomqtt.MqttError as error:
+                log.info("%s lost the broker (%s); retrying in %.2fs", self.client_id, error,
+                         delay)  # fmt: skip
+            finally:
+                self._connected.clear()
+                self._client = None
+            await asyncio.sleep(delay * self._rng.uniform(0.5, 1.5))
+            delay = min(self.config.backoff_max, delay * 2)
+
+    def _accept(self, message: aiomqtt.Message) -> None:
+        payload = message.payload
+        data = payload if isinstance(payload, bytes) else bytes(str(payload or ""), "utf-8")
+        try:
+            self._queue.put_nowait(Incoming(str(message.topic), data, bool(message.retain)))
+        except asyncio.QueueFull:
+            self.stats.dropped_incoming += 1
+
+    async def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> bool:
+        client = self._client
+        if client is None or not self.connected:
+            self.stats.publish_failed += 1
+            return False
+        try:
+            await client.publish(topic, payload, qos=1, retain=retain, timeout=self.config.timeout)
+        except aiomqtt.MqttError:
+            self.stats.publish_failed += 1
+            _reraise_swallowed_cancel()
+            return False
+        _reraise_swallowed_cancel()
+        self.stats.published += 1
+        self.stats.bytes_out += len(payload)
+        return True
+
+    async def incoming(self) -> AsyncIterator[Incoming]:
+        while True:
+            message = await self._queue.get()
+            self.stats.received += 1
+            self.stats.bytes_in += len(message.payload)
+            yield message

@@ -1,0 +1,57 @@
+"""The one small interface every transport implements, and what crosses it."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Protocol, Self
+
+
+@dataclass(frozen=True)
+class Incoming:
+    topic: str
+    payload: bytes
+    retained: bool = False
+
+
+@dataclass(frozen=True)
+class LastWill:
+    topic: str
+    payload: bytes = b""
+    retain: bool = True
+
+
+@dataclass
+class TransportStats:
+    published: int = 0
+    publish_failed: int = 0  # not connected, or the broker did not acknowledge in time
+    bytes_out: int = 0
+    received: int = 0
+    bytes_in: int = 0
+    dropped_incoming: int = 0  # the bounded incoming queue was full
+    connects: int = 0
+
+
+class Transport(Protocol):
+    """A pub/sub link: subscriptions and last will are fixed when it is made."""
+
+    stats: TransportStats
+
+    @property
+    def connected(self) -> bool: ...
+
+    async def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> bool:
+        """Hand a message to the broker (QoS 1); False, counted, when it could not be."""
+        ...
+
+    def incoming(self) -> AsyncIterator[Incoming]: ...
+
+    async def __aenter__(self) -> Self: ...
+
+    async def __aexit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        trace: TracebackType | None,
+    ) -> None: ...

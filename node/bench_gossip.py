@@ -1,0 +1,141 @@
+"""Benchmark: the full gossip path over one broker against raw aiomqtt on the same bytes.
+
+Full path per message: encode (codec) -> seal (crypto) -> publish (QoS 1) -> broker ->
+deliver -> open (certificate, replay, decrypt, signature) -> decode (validated arrays).
+Raw: aiomqtt publish (QoS 1) and receive of a payload of the same size. Both in one process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+import time
+from pathlib import Path
+
+import aiomqtt
+import numpy as np
+
+from crypto.authority import Authority
+from crypto.envelope import Opener, Sealer
+from crypto.keys import NodeKeys
+from crypto.replay import ReplayGuard, SequenceCounter
+from gossip import topics
+from gossip.codec import CODECS, Codec, Kind, ModelUpdate, decode, encode
+from gossip.driver import Identity
+from gossip.mqtt import MqttConfig, MqttTransport
+
+ROWS, DIM = 1_682, 32  # ML-100K items x embedding size: 215 KB of float32
+
+
+def model_update(kind: Kind = Kind.MERGE_REQUEST, seed: int = 0) -> ModelUpdate:
+    rng = np.random.default_rng(seed)
+    params = {"item_embedding": rng.normal(0, 0.1, (ROWS, DIM)).astype(np.float32),
+              "item_bias": rng.normal(0, 0.1, ROWS).astype(np.float32)}  # fmt: skip
+    return ModelUpdate(kind, params, 1.0, 1, time.time())
+
+
+def _identity(authority: Authority) -> Identity:
+    keys = NodeKeys.generate()
+    now = int(time.time())
+    cert = authority.issue(keys.signing_public, keys.encryption_public, now - 60, now + 3_600)
+    return Identity(keys, cert, authority.trust_store())
+
+
+async def _raw_rate(host: str, port: int, payload: bytes, count: int) -> float:
+    topic = "gossiprec/bench/raw"
+    async with aiomqtt.Client(host, port, identifier="bench-raw-rx") as receiver, \
+            aiomqtt.Client(host, port, identifier="bench-raw-tx") as sender:  # fmt: skip
+        await receiver.subscribe(topic, qos=1)
+        start = time.perf_counter()
+
+        async def receive() -> None:
+            got = 0
+            async for message in receiver.messages:
+                got += message.payload == payload
+                if got == count:
+                    return
+
+        listener = asyncio.create_task(receive())
+        for _ in range(count):
+            await sender.publish(topic, payload, qos=1, timeout=30)
+        await asyncio.wait_for(listener, 120)
+        return count / (time.perf_counter() - start)
+
+
+async def _full_rate(host: str, port: int, folder: Path, count: int) -> tuple[float, int]:
+    authority = Authority.create(folder / "ca", "bench")
+    alice, bob = _identity(authority), _identity(authority)
+    certs = {i.node_id: i.certificate for i in (alice, bob)}
+    sealer = Sealer(alice.keys, "bench", SequenceCounter(folder / "seq"))
+    guard = ReplayGuard(folder / "replay.sqlite")
+    opener = Opener(bob.keys, bob.trust, certs.get, guard)
+    inbox = topics.inbox("bench", bob.node_id)
+    update = model_update()
+    codec = Codec("float32")
+    config = MqttConfig(host=host, port=port)
+    shapes = {name: array.shape for name, array in update.params.items()}
+    sizes = []
+    async with MqttTransport(config, "bench-rx", [inbox]) as rx, \
+            MqttTransport(config, "bench-tx", []) as tx:  # fmt: skip
+        assert await rx.wait_connected(10) and await tx.wait_connected(10)
+        start = time.perf_counter()
+
+        async def receive() -> None:
+            got = 0
+            async for message in rx.incoming():
+                opened = opener.open(message.payload, time.time())
+                decode(opened.payload, expected=shapes)
+                got += 1
+                if got == count:
+                    return
+
+        listener = asyncio.create_task(receive())
+        for _ in range(count):
+            sealed = sealer.seal(encode(update, codec), bob.certificate, 1, time.time())
+            sizes.append(len(sealed))
+            assert await tx.publish(inbox, sealed)
+        await asyncio.wait_for(listener, 120)
+        rate = count / (time.perf_counter() - start)
+    guard.close()
+    return rate, sizes[0]
+
+
+def exchange_bytes() -> dict[str, int]:
+    """Sealed bytes of one pairwise exchange (request + reply) per codec."""
+    with tempfile.TemporaryDirectory() as tmp:
+        authority = Authority.create(Path(tmp) / "ca", "bench")
+        alice, bob = _identity(authority), _identity(authority)
+        sealer = Sealer(alice.keys, "bench", SequenceCounter(Path(tmp) / "seq"))
+        result = {}
+        for name in CODECS:
+            codec = Codec(name)
+            total = 0
+            for kind in (Kind.MERGE_REQUEST, Kind.MERGE_REPLY):
+                update = model_update(kind)
+                if codec.sparse:
+                    rows = np.arange(0, ROWS, int(1 / codec.sparse_fraction), dtype=np.int32)
+                    update = ModelUpdate(kind, update.params, rows={n: rows for n in update.params})
+                total += len(sealer.seal(encode(update, codec), bob.certificate, 1, time.time()))
+            result[name] = total
+    return result
+
+
+def bench_gossip(broker_url: str | None, count: int = 200) -> dict[str, object]:
+    from sim.broker import Mosquitto
+
+    async def run(host: str, port: int) -> dict[str, object]:
+        payload = bytes(ROWS * DIM * 4 + ROWS * 4)
+        raw = await _raw_rate(host, port, payload, count)
+        with tempfile.TemporaryDirectory() as tmp:
+            full, size = await _full_rate(host, port, Path(tmp), count)
+        return {"messages": count, "raw_aiomqtt_msgs_per_s": raw, "full_path_msgs_per_s": full,
+                "ratio": full / raw, "sealed_message_bytes": size}  # fmt: skip
+
+    if broker_url:
+        host, _, port = broker_url.removeprefix("mqtt://").partition(":")
+        result = asyncio.run(run(host, int(port or 1883)))
+    else:
+        with Mosquitto() as broker:
+            result = asyncio.run(run("127.0.0.1", broker.port))
+    result["exchange_bytes_by_codec"] = exchange_bytes()
+    return result

@@ -1,0 +1,82 @@
+"""The driver over the in-memory broker: the same node code as over MQTT."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from crypto.authority import Authority
+from crypto.envelope import Sealer
+from crypto.replay import SequenceCounter
+from gossip import topics
+from gossip.codec import Codec, Kind, ModelUpdate, encode
+from gossip.driver import Identity, last_will, subscriptions
+from gossip.membership import PeerState
+from gossip.memory import InMemoryBroker
+from gossip.transport import LastWill, Transport
+from tests.gossipnet import admit, make_nodes, running
+
+
+def memory_factory(broker: InMemoryBroker):  # type: ignore[no-untyped-def]
+    def make(identity: Identity, topics_: list[str], will: LastWill) -> Transport:
+        return broker.client(identity.node_id.hex(), topics_, will)
+
+    return make
+
+
+async def test_push_sum_over_the_in_memory_broker_reaches_the_mean(tmp_path: Path) -> None:
+    authority = Authority.create(tmp_path / "ca", "memnet")
+    made, truth = make_nodes(tmp_path, authority, 8, "push-sum")
+    async with running(tmp_path, made, truth, memory_factory(InMemoryBroker())) as cluster:
+        assert await cluster.until(lambda: cluster.error() < 1e-4, timeout=30)
+        assert all(not n.rejected() for n in cluster.nodes)
+
+
+async def test_crashed_node_is_dead_at_once_through_its_last_will(tmp_path: Path) -> None:
+    authority = Authority.create(tmp_path / "ca", "memnet")
+    broker = InMemoryBroker()
+    made, truth = make_nodes(tmp_path, authority, 4, "pairwise")
+    async with running(tmp_path, made, truth, memory_factory(broker)) as cluster:
+        victim = cluster.nodes[0].identity.node_id
+        others = cluster.nodes[1:]
+        assert await cluster.until(
+            lambda: all(victim in n.protocol.membership.alive() for n in others), timeout=10
+        )
+        broker.crash(victim.hex())
+        assert await cluster.until(
+            lambda: all(
+                n.protocol.membership.peers[victim].state is PeerState.DEAD for n in others
+            ),
+            1.0,
+        )
+
+
+async def test_messages_from_a_non_admitted_key_are_dropped_and_counted(tmp_path: Path) -> None:
+    authority = Authority.create(tmp_path / "ca", "memnet")
+    outsider_ca = Authority.create(tmp_path / "evil-ca", "memnet")  # same name, other key
+    broker = InMemoryBroker()
+    made, truth = make_nodes(tmp_path, authority, 3, "pairwise")
+    async with running(tmp_path, made, truth, memory_factory(broker)) as cluster:
+        target = cluster.nodes[0]
+        mallory = admit(outsider_ca)
+        async with broker.client("mallory", subscriptions(mallory), last_will(mallory)) as link:
+            from crypto.statement import sign_statement
+            from crypto.wire import pack
+
+            beacon = sign_statement(mallory.keys, mallory.certificate, pack({"v": 0}), time.time())
+            await link.publish(topics.presence("memnet", mallory.node_id), beacon, retain=True)
+            update = ModelUpdate(Kind.MERGE_REQUEST, {"v": target.protocol.params["v"] * 1e6})
+            sealer = Sealer(mallory.keys, "memnet", SequenceCounter(tmp_path / "mallory-seq"))
+            sealed = sealer.seal(
+                encode(update, Codec()), target.identity.certificate, 1, time.time()
+            )
+            await link.publish(topics.inbox("memnet", target.identity.node_id), sealed)
+            await link.publish(topics.inbox("memnet", target.identity.node_id), b"\x00garbage")
+            assert await cluster.until(
+                lambda: target.rejected().get("envelope:unknown_sender", 0) == 1, timeout=5
+            )
+        rejected = target.rejected()
+        assert rejected["beacon:bad_certificate"] >= 1
+        assert rejected["envelope:malformed"] == 1
+        assert mallory.node_id not in target.directory
+        assert float(abs(target.protocol.params["v"]).max()) < 100  # the poison never merged

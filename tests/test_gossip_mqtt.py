@@ -1,0 +1,139 @@
+"""Gossip over a real mosquitto: every node has its own connection; every message is sealed."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from crypto.authority import Authority
+from crypto.files import write_atomic
+from gossip.membership import PeerState
+from sim.broker import Mosquitto
+from tests.gossipnet import admit, make_nodes, mqtt_factory, running
+
+
+async def test_16_nodes_over_mosquitto_converge_to_the_mean(
+    tmp_path: Path, mosquitto: Mosquitto
+) -> None:
+    authority = Authority.create(tmp_path / "ca", "mqttnet")
+    made, truth = make_nodes(tmp_path, authority, 16, "push-sum")
+    async with running(tmp_path, made, truth, mqtt_factory(mosquitto.port)) as cluster:
+        converged = await cluster.until(lambda: cluster.error() < 1e-4, timeout=60)
+        assert converged, cluster.report()
+        for node in cluster.nodes:
+            assert node.rejected() == {}
+            assert node.counters.updates_received > 0
+            assert node.transport.stats.dropped_incoming == 0
+
+
+async def test_mqtt_311_clients_gossip_too(tmp_path: Path, mosquitto: Mosquitto) -> None:
+    authority = Authority.create(tmp_path / "ca", "v311")
+    made, truth = make_nodes(tmp_path, authority, 4, "pairwise")
+    async with running(tmp_path, made, truth, mqtt_factory(mosquitto.port, protocol=4)) as cluster:
+        converged = await cluster.until(lambda: cluster.error() < 1e-4, timeout=30)
+        assert converged, cluster.report()
+
+
+async def test_broker_restart_mid_run_every_node_reconnects_and_converges(
+    tmp_path: Path, mosquitto: Mosquitto
+) -> None:
+    authority = Authority.create(tmp_path / "ca", "restart")
+    made, truth = make_nodes(tmp_path, authority, 12, "pairwise", seed=3)
+    async with running(tmp_path, made, truth, mqtt_factory(mosquitto.port)) as cluster:
+        assert await cluster.until(lambda: cluster.nodes[0].counters.updates_received > 5, 20)
+        before = cluster.disagreement()
+        mosquitto.restart()  # SIGKILL, then a new broker on the same port with no state
+        assert await cluster.until(
+            lambda: all(n.transport.stats.connects >= 2 for n in cluster.nodes), timeout=30
+        )
+        assert await cluster.until(lambda: cluster.disagreement() < 1e-4, timeout=60)
+        assert before > 1e-4  # the restart really happened mid-run
+        assert cluster.error() < 0.05  # messages lost in the broker shift the mean a little
+
+
+NODE_PROCESS = """
+import asyncio, random, sys, time
+from pathlib import Path
+import numpy as np
+from gossip.driver import GossipNode, last_will, subscriptions
+from gossip.membership import MembershipConfig
+from gossip.mqtt import MqttConfig, MqttTransport
+from gossip.protocol import GossipConfig, GossipProtocol
+from node.cli_identity import load_identity
+from gossip.driver import Identity
+
+async def main() -> None:
+    folder, port = Path(sys.argv[1]), int(sys.argv[2])
+    keys, cert, trust = load_identity(folder)
+    identity = Identity(keys, cert, trust)
+    membership = MembershipConfig(suspect_after=1.0, dead_after=2.5)
+    config = GossipConfig(period=0.1, membership=membership)
+    protocol = GossipProtocol(identity.node_id, {"v": np.ones((32, 4), np.float32)}, config,
+                              random.Random(0), time.time())
+    transport = MqttTransport(MqttConfig(port=port, keepalive=60), keys.node_id.hex(),
+                              subscriptions(identity), last_will(identity))
+    async with transport:
+        print("up", flush=True)
+        await GossipNode(identity, transport, protocol, folder / "state", heartbeat=0.3).run()
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.parametrize("death", ["SIGKILL", "SIGSTOP"])
+async def test_node_dying_uncleanly_leaves_live_views_within_the_dead_timeout(
+    tmp_path: Path, mosquitto: Mosquitto, death: str
+) -> None:
+    authority = Authority.create(tmp_path / "ca", "deaths")
+    victim = admit(authority)
+    folder = tmp_path / "victim"
+    victim.keys.save(folder)
+    write_atomic(folder / "node.cert", victim.certificate.encode())
+    victim.trust.save(folder)
+    made, truth = make_nodes(tmp_path, authority, 3, "pairwise")
+    command = [sys.executable, "-c", NODE_PROCESS, str(folder), str(mosquitto.port)]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, cwd=Path(__file__).parents[1]) as child:
+        try:
+            async with running(tmp_path, made, truth, mqtt_factory(mosquitto.port)) as cluster:
+                node_id = victim.node_id
+                assert await cluster.until(
+                    lambda: all(node_id in n.protocol.membership.alive() for n in cluster.nodes), 20
+                )
+                os.kill(child.pid, getattr(signal, death))
+                killed_at = time.monotonic()
+                dead = lambda: all(  # noqa: E731
+                    n.protocol.membership.peers[node_id].state is PeerState.DEAD
+                    for n in cluster.nodes
+                )
+                # SIGKILL: the broker publishes the last will at once. SIGSTOP: the socket stays
+                # open (keepalive 60 s), so only the 2.5 s dead timeout can catch it.
+                assert await cluster.until(dead, timeout=2.5 + 1.5)
+                assert time.monotonic() - killed_at < 4.0
+                await asyncio.sleep(0)
+        finally:
+            child.kill()
+
+
+async def test_a_cancel_arriving_as_a_publish_completes_is_not_lost(mosquitto: Mosquitto) -> None:
+    from gossip.mqtt import MqttConfig, MqttTransport
+
+    async with MqttTransport(MqttConfig(port=mosquitto.port), "canceller", []) as link:
+        assert await link.wait_connected(10)
+
+        async def publish_forever() -> None:
+            while True:
+                await link.publish("gossiprec/test/spam", b"x" * 1_000)
+
+        for _ in range(200):  # cancel at many points of the publish cycle
+            task = asyncio.create_task(publish_forever())
+            await asyncio.sleep(0.001 * (_ % 7))
+            task.cancel()
+            done, _pending = await asyncio.wait({task}, timeout=5)
+            assert done, "a cancellation was swallowed"
