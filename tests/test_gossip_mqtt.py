@@ -137,3 +137,47 @@ async def test_a_cancel_arriving_as_a_publish_completes_is_not_lost(mosquitto: M
             task.cancel()
             done, _pending = await asyncio.wait({task}, timeout=5)
             assert done, "a cancellation was swallowed"
+
+
+async def test_non_admitted_key_over_mosquitto_is_dropped_and_counted(
+    tmp_path: Path, mosquitto: Mosquitto
+) -> None:
+    from crypto.envelope import Sealer
+    from crypto.replay import SequenceCounter
+    from crypto.statement import sign_statement
+    from crypto.wire import pack
+    from gossip import topics
+    from gossip.codec import Codec, Kind, ModelUpdate, encode
+    from gossip.driver import last_will, subscriptions
+    from gossip.mqtt import MqttConfig, MqttTransport
+
+    authority = Authority.create(tmp_path / "ca", "guarded")
+    outsider = admit(Authority.create(tmp_path / "evil", "guarded"))  # same name, other CA
+    made, truth = make_nodes(tmp_path, authority, 3, "pairwise")
+    async with running(tmp_path, made, truth, mqtt_factory(mosquitto.port)) as cluster:
+        target = cluster.nodes[0]
+        link = MqttTransport(
+            MqttConfig(port=mosquitto.port),
+            "outsider",
+            subscriptions(outsider),
+            last_will(outsider),
+        )
+        async with link:
+            assert await link.wait_connected(10)
+            beacon = sign_statement(
+                outsider.keys, outsider.certificate, pack({"v": 0}), time.time()
+            )
+            await link.publish(topics.presence("guarded", outsider.node_id), beacon, retain=True)
+            poison = ModelUpdate(Kind.MERGE_REQUEST, {"v": target.protocol.params["v"] * 1e6})
+            sealer = Sealer(outsider.keys, "guarded", SequenceCounter(tmp_path / "evil-seq"))
+            sealed = sealer.seal(
+                encode(poison, Codec()), target.identity.certificate, 1, time.time()
+            )
+            inbox = topics.inbox("guarded", target.identity.node_id)
+            assert await link.publish(inbox, sealed)
+            assert await cluster.until(
+                lambda: target.rejected().get("envelope:unknown_sender", 0) == 1, timeout=10
+            )
+        assert target.rejected()["beacon:bad_certificate"] >= 1
+        assert outsider.node_id not in target.protocol.membership.peers
+        assert float(abs(target.protocol.params["v"]).max()) < 100
