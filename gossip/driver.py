@@ -23,7 +23,7 @@ from crypto.statement import StatementVerifier, sign_statement
 from crypto.trust import TrustStore
 from crypto.wire import pack, unpack
 from gossip import topics
-from gossip.codec import CodecStats, DecodeError, decode, encode
+from gossip.codec import CodecStats, DecodeError, ModelUpdate, decode, encode
 from gossip.protocol import GossipProtocol, Send
 from gossip.transport import Incoming, LastWill, Transport
 
@@ -142,18 +142,36 @@ class GossipNode:
             certificate = self.directory.get(send.peer)
             if certificate is None:
                 continue
-            with self.lock:
-                data = encode(send.update, self.protocol.config.codec, self.counters.codec)
-            sealed = self._sealer.seal(data, certificate, KIND_MODEL, self._clock())
+            # Encoding and sealing a model costs about a millisecond: off the event loop.
+            sealed = await asyncio.to_thread(self.seal_update, send.update, certificate)
             if await self.transport.publish(topics.inbox(self.identity.network, send.peer), sealed):
                 self.counters.updates_sent += 1
+
+    def seal_update(self, update: ModelUpdate, recipient: Certificate) -> bytes:
+        """Encode and seal one update (thread-safe: `update` is a snapshot, not live state)."""
+        data = encode(update, self.protocol.config.codec, self.counters.codec)
+        return self._sealer.seal(data, recipient, KIND_MODEL, self._clock())
+
+    def open_update(self, payload: bytes, now: float) -> tuple[bytes, ModelUpdate] | None:
+        """Open and decode one inbox message; None (and counted) when it is rejected."""
+        try:
+            opened = self._opener.open(payload, now)
+        except EnvelopeError:
+            return None  # counted by the opener
+        try:
+            update = decode(opened.payload, max_bytes=self._max_bytes, expected=self._expected,
+                            stats=self.counters.codec)  # fmt: skip
+        except DecodeError as error:
+            self.counters.rejected["decode:" + error.reason] += 1
+            return None
+        return opened.sender, update
 
     # -- incoming --------------------------------------------------------------------------------
 
     async def _receive_loop(self) -> None:
         async for message in self.transport.incoming():
             try:
-                sends = self.handle(message)
+                sends = await self.handle(message)
             except Exception:  # a bug must not take the node down; count it and go on
                 log.exception("unexpected error handling a message on %s", message.topic)
                 self.counters.rejected["internal:error"] += 1
@@ -161,7 +179,7 @@ class GossipNode:
             if sends:
                 await self._send_all(sends)
 
-    def handle(self, message: Incoming) -> list[Send]:
+    async def handle(self, message: Incoming) -> list[Send]:
         kind, node_id = topics.parse(message.topic, self.identity.network)
         now = self._clock()
         if kind == "presence" and node_id is not None:
@@ -169,7 +187,11 @@ class GossipNode:
         elif kind == "crl":
             self._on_crl(message.payload)
         elif kind == "inbox" and node_id == self.identity.node_id:
-            return self._on_inbox(message.payload, now)
+            opened = await asyncio.to_thread(self.open_update, message.payload, now)
+            if opened is not None:
+                self.counters.updates_received += 1
+                with self.lock:
+                    return self.protocol.receive(opened[0], opened[1], now)
         else:
             self.counters.rejected["topic:unexpected"] += 1
         return []
@@ -213,21 +235,6 @@ class GossipNode:
                 del self.directory[node_id]
                 with self.lock:
                     self.protocol.membership.left(node_id)
-
-    def _on_inbox(self, payload: bytes, now: float) -> list[Send]:
-        try:
-            opened = self._opener.open(payload, now)
-        except EnvelopeError:
-            return []  # counted by the opener
-        try:
-            update = decode(opened.payload, max_bytes=self._max_bytes, expected=self._expected,
-                            stats=self.counters.codec)  # fmt: skip
-        except DecodeError as error:
-            self.counters.rejected["decode:" + error.reason] += 1
-            return []
-        self.counters.updates_received += 1
-        with self.lock:
-            return self.protocol.receive(opened.sender, update, now)
 
     def rejected(self) -> dict[str, int]:
         """Every dropped message by "where:reason"."""

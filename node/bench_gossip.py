@@ -8,6 +8,7 @@ Raw: aiomqtt publish (QoS 1) and receive of a payload of the same size. Both in 
 from __future__ import annotations
 
 import asyncio
+import random
 import tempfile
 import time
 from pathlib import Path
@@ -16,13 +17,14 @@ import aiomqtt
 import numpy as np
 
 from crypto.authority import Authority
-from crypto.envelope import Opener, Sealer
+from crypto.envelope import Sealer
 from crypto.keys import NodeKeys
-from crypto.replay import ReplayGuard, SequenceCounter
+from crypto.replay import SequenceCounter
 from gossip import topics
-from gossip.codec import CODECS, Codec, Kind, ModelUpdate, decode, encode
-from gossip.driver import Identity
+from gossip.codec import CODECS, Codec, Kind, ModelUpdate, encode
+from gossip.driver import GossipNode, Identity
 from gossip.mqtt import MqttConfig, MqttTransport
+from gossip.protocol import GossipConfig, GossipProtocol
 
 ROWS, DIM = 1_682, 32  # ML-100K items x embedding size: 215 KB of float32
 
@@ -62,41 +64,44 @@ async def _raw_rate(host: str, port: int, payload: bytes, count: int) -> float:
         return count / (time.perf_counter() - start)
 
 
+def _gossip_node(identity: Identity, transport: MqttTransport, folder: Path) -> GossipNode:
+    params = {name: array.copy() for name, array in model_update().params.items()}
+    protocol = GossipProtocol(identity.node_id, params, GossipConfig(), random.Random(0),
+                              time.time())  # fmt: skip
+    return GossipNode(identity, transport, protocol, folder / identity.node_id.hex())
+
+
 async def _full_rate(host: str, port: int, folder: Path, count: int) -> tuple[float, int]:
+    """The driver's own path: seal_update and open_update in worker threads, as in GossipNode."""
     authority = Authority.create(folder / "ca", "bench")
     alice, bob = _identity(authority), _identity(authority)
-    certs = {i.node_id: i.certificate for i in (alice, bob)}
-    sealer = Sealer(alice.keys, "bench", SequenceCounter(folder / "seq"))
-    guard = ReplayGuard(folder / "replay.sqlite")
-    opener = Opener(bob.keys, bob.trust, certs.get, guard)
     inbox = topics.inbox("bench", bob.node_id)
     update = model_update()
-    codec = Codec("float32")
     config = MqttConfig(host=host, port=port)
-    shapes = {name: array.shape for name, array in update.params.items()}
     sizes = []
     async with MqttTransport(config, "bench-rx", [inbox]) as rx, \
             MqttTransport(config, "bench-tx", []) as tx:  # fmt: skip
         assert await rx.wait_connected(10) and await tx.wait_connected(10)
+        sender, receiver = _gossip_node(alice, tx, folder), _gossip_node(bob, rx, folder)
+        receiver.directory[alice.node_id] = alice.certificate
         start = time.perf_counter()
 
         async def receive() -> None:
             got = 0
             async for message in rx.incoming():
-                opened = opener.open(message.payload, time.time())
-                decode(opened.payload, expected=shapes)
+                opened = await asyncio.to_thread(receiver.open_update, message.payload, time.time())
+                assert opened is not None, receiver.rejected()
                 got += 1
                 if got == count:
                     return
 
         listener = asyncio.create_task(receive())
         for _ in range(count):
-            sealed = sealer.seal(encode(update, codec), bob.certificate, 1, time.time())
+            sealed = await asyncio.to_thread(sender.seal_update, update, bob.certificate)
             sizes.append(len(sealed))
             assert await tx.publish(inbox, sealed)
         await asyncio.wait_for(listener, 120)
         rate = count / (time.perf_counter() - start)
-    guard.close()
     return rate, sizes[0]
 
 
