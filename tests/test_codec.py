@@ -68,7 +68,11 @@ def test_stats_count_bytes_per_codec_in_both_directions() -> None:
 
 
 def _valid_message(**changes: object) -> bytes:
-    array = {"dtype": "<f4", "shape": [2, 2], "data": np.ones(4, "<f4").tobytes()}
+    array: dict[str, object] = {
+        "dtype": "<f4",
+        "shape": [2, 2],
+        "data": np.ones(4, "<f4").tobytes(),
+    }
     message: dict[str, object] = {
         "k": 2,
         "w": 1.0,

@@ -181,3 +181,22 @@ async def test_non_admitted_key_over_mosquitto_is_dropped_and_counted(
         assert target.rejected()["beacon:bad_certificate"] >= 1
         assert outsider.node_id not in target.protocol.membership.peers
         assert float(abs(target.protocol.params["v"]).max()) < 100
+
+
+async def test_a_full_incoming_queue_drops_and_counts(mosquitto: Mosquitto) -> None:
+    from gossip.mqtt import MqttConfig, MqttTransport
+
+    topic = "gossiprec/test/flood"
+    slow = MqttTransport(MqttConfig(port=mosquitto.port, queue_size=3), "slow", [topic])
+    fast = MqttTransport(MqttConfig(port=mosquitto.port), "fast", [])
+    async with slow as rx, fast as tx:
+        assert await rx.wait_connected(10) and await tx.wait_connected(10)
+        for index in range(10):
+            assert await tx.publish(topic, str(index).encode())
+        deadline = time.monotonic() + 10
+        while rx.stats.dropped_incoming < 7 and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        assert rx.stats.dropped_incoming == 7  # nobody read: 3 kept, 7 dropped and counted
+        received = rx.incoming()
+        kept = [(await anext(received)).payload for _ in range(3)]
+        assert kept == [b"0", b"1", b"2"]

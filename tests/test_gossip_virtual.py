@@ -68,7 +68,10 @@ def test_pairwise_without_loss_also_conserves_the_mean() -> None:
 
 def test_pairwise_with_20_percent_loss_still_converges() -> None:
     network, nodes, truth = cluster(64, "pairwise", drop=0.2, seed=1)
-    consensus = lambda: worst_error(nodes, mean_of([p.params for p in nodes]))  # noqa: E731
+
+    def consensus() -> float:
+        return worst_error(nodes, mean_of([p.params for p in nodes]))
+
     assert network.run(300.0, lambda: consensus() < 1e-3, check_every=0.5)
     assert consensus() < 1e-3
     assert 0.15 < network.stats.dropped / (network.stats.dropped + network.stats.delivered) < 0.25
@@ -87,7 +90,10 @@ def test_exchanges_to_reach_1e4_grow_like_log_n() -> None:
 @pytest.mark.parametrize("codec", ["float16", "int8", "sparse-float16", "sparse-int8"])
 def test_lossy_codecs_still_reach_consensus_near_the_mean(codec: str) -> None:
     network, nodes, truth = cluster(32, "pairwise", codec=codec, seed=2)
-    consensus = lambda: worst_error(nodes, mean_of([p.params for p in nodes]))  # noqa: E731
+
+    def consensus() -> float:
+        return worst_error(nodes, mean_of([p.params for p in nodes]))
+
     assert network.run(300.0, lambda: consensus() < 1e-2, check_every=0.5)
     assert relative_error(mean_of([p.params for p in nodes]), truth) < 0.05
 
