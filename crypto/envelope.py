@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, x25519
 from cryptography.hazmat.primitives.hpke import AEAD, KDF, KEM, Suite
 
 from crypto.certificate import Certificate
-from crypto.errors import CertificateError, EnvelopeError
+from crypto.errors import CertificateError, EnvelopeError, Rejection
 from crypto.keys import KEY_ID_BYTES, NODE_ID_BYTES, NodeKeys
 from crypto.replay import ReplayGuard, SequenceCounter
 from crypto.trust import TrustStore
@@ -140,13 +140,13 @@ class Opener:
     def open(self, data: bytes, now: float) -> Opened:
         try:
             return self._open(data, now)
-        except _Reject as reject:
+        except Rejection as reject:
             self.rejected[reject.reason] += 1
             raise EnvelopeError() from None
 
     def _open(self, data: bytes, now: float) -> Opened:
         if len(data) > self._max_bytes:
-            raise _Reject("oversized")
+            raise Rejection("oversized")
         try:
             version, header_bytes, ciphertext = unpack(data, max_size=self._max_bytes)
             if version != VERSION or not isinstance(header_bytes, bytes):
@@ -155,38 +155,33 @@ class Opener:
                 raise ValueError("ciphertext")
             header = Header.decode(header_bytes)
         except (ValueError, TypeError):
-            raise _Reject("malformed") from None
+            raise Rejection("malformed") from None
         if header.recipient != self._keys.node_id:
-            raise _Reject("wrong_recipient")
+            raise Rejection("wrong_recipient")
         private = self._keys.decryption_keys().get(header.recipient_key_id)
         if private is None:
-            raise _Reject("unknown_key")
+            raise Rejection("unknown_key")
         if abs(header.time_ms / 1000 - now) > self._max_skew:
-            raise _Reject("clock_skew")
+            raise Rejection("clock_skew")
         cert = self._certificates(header.sender)
         if cert is None:
-            raise _Reject("unknown_sender")
+            raise Rejection("unknown_sender")
         try:
             self._trust.check(cert, now)
         except CertificateError:
-            raise _Reject("bad_certificate") from None
+            raise Rejection("bad_certificate") from None
         if not self._replay.is_fresh(header.sender, header.seq):
-            raise _Reject("replay")
+            raise Rejection("replay")
         info = _info(self._trust.network, header_bytes)
         try:
             plaintext = _SUITE.decrypt(ciphertext, private, info=info)
         except (InvalidTag, ValueError):
-            raise _Reject("decrypt") from None
+            raise Rejection("decrypt") from None
         signature, payload = plaintext[:SIGNATURE_BYTES], plaintext[SIGNATURE_BYTES:]
         try:
             public = ed25519.Ed25519PublicKey.from_public_bytes(cert.signing_public)
             public.verify(signature, info + hashlib.sha256(payload).digest())
         except (InvalidSignature, ValueError):
-            raise _Reject("signature") from None
+            raise Rejection("signature") from None
         self._replay.commit(header.sender, header.seq)
         return Opened(header.sender, header, payload)
-
-
-class _Reject(Exception):
-    def __init__(self, reason: str) -> None:
-        self.reason = reason

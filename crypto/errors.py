@@ -14,6 +14,14 @@ class EnvelopeError(CryptoError):
         super().__init__("envelope rejected")
 
 
+class Rejection(Exception):
+    """Internal to crypto/: why a message was refused, before it becomes an opaque error."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
 class CertificateError(CryptoError):
     """A certificate or revocation list is invalid, expired, revoked or from another network."""
 

@@ -15,7 +15,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from crypto.certificate import Certificate
-from crypto.errors import CertificateError, EnvelopeError
+from crypto.errors import CertificateError, EnvelopeError, Rejection
 from crypto.keys import NodeKeys
 from crypto.trust import TrustStore
 from crypto.wire import pack, unpack
@@ -55,7 +55,7 @@ class StatementVerifier:
     def verify(self, data: bytes, now: float) -> Statement:
         try:
             return self._verify(data, now)
-        except _Reject as reject:
+        except Rejection as reject:
             self.rejected[reject.reason] += 1
             raise EnvelopeError() from None
 
@@ -72,22 +72,17 @@ class StatementVerifier:
                 raise ValueError("time")
             cert = Certificate.decode(cert_bytes)
         except (ValueError, TypeError, CertificateError):
-            raise _Reject("malformed") from None
+            raise Rejection("malformed") from None
         age = now - time_ms / 1000
         if age > self._max_age or age < -self._max_skew:
-            raise _Reject("stale")
+            raise Rejection("stale")
         try:
             self._trust.check(cert, now)
         except CertificateError:
-            raise _Reject("bad_certificate") from None
+            raise Rejection("bad_certificate") from None
         try:
             public = ed25519.Ed25519PublicKey.from_public_bytes(cert.signing_public)
             public.verify(signature, _signed(self._trust.network, cert_bytes, body, time_ms))
         except (InvalidSignature, ValueError):
-            raise _Reject("signature") from None
+            raise Rejection("signature") from None
         return Statement(cert, body, time_ms / 1000)
-
-
-class _Reject(Exception):
-    def __init__(self, reason: str) -> None:
-        self.reason = reason

@@ -11,7 +11,7 @@ from types import TracebackType
 from typing import Self
 
 from gossip.topics import matches
-from gossip.transport import Incoming, LastWill, TransportStats
+from gossip.transport import Incoming, LastWill, TransportStats, drain, offer
 
 
 class InMemoryBroker:
@@ -74,10 +74,7 @@ class InMemoryTransport:
             del self.broker.clients[self.client_id]  # clean disconnect: no will
 
     def offer(self, message: Incoming) -> None:
-        try:
-            self._queue.put_nowait(message)
-        except asyncio.QueueFull:
-            self.stats.dropped_incoming += 1
+        offer(self._queue, self.stats, message)
 
     async def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> bool:
         if not self.connected:
@@ -89,9 +86,5 @@ class InMemoryTransport:
         await asyncio.sleep(0)  # a real publish yields; so does this one
         return True
 
-    async def incoming(self) -> AsyncIterator[Incoming]:
-        while True:
-            message = await self._queue.get()
-            self.stats.received += 1
-            self.stats.bytes_in += len(message.payload)
-            yield message
+    def incoming(self) -> AsyncIterator[Incoming]:
+        return drain(self._queue, self.stats)

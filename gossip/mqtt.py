@@ -19,7 +19,7 @@ from typing import Self
 
 import aiomqtt
 
-from gossip.transport import Incoming, LastWill, TransportStats
+from gossip.transport import Incoming, LastWill, TransportStats, drain, offer
 
 log = logging.getLogger(__name__)
 
@@ -147,10 +147,7 @@ class MqttTransport:
     def _accept(self, message: aiomqtt.Message) -> None:
         payload = message.payload
         data = payload if isinstance(payload, bytes) else bytes(str(payload or ""), "utf-8")
-        try:
-            self._queue.put_nowait(Incoming(str(message.topic), data, bool(message.retain)))
-        except asyncio.QueueFull:
-            self.stats.dropped_incoming += 1
+        offer(self._queue, self.stats, Incoming(str(message.topic), data, bool(message.retain)))
 
     async def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> bool:
         client = self._client
@@ -168,9 +165,5 @@ class MqttTransport:
         self.stats.bytes_out += len(payload)
         return True
 
-    async def incoming(self) -> AsyncIterator[Incoming]:
-        while True:
-            message = await self._queue.get()
-            self.stats.received += 1
-            self.stats.bytes_in += len(message.payload)
-            yield message
+    def incoming(self) -> AsyncIterator[Incoming]:
+        return drain(self._queue, self.stats)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from types import TracebackType
@@ -55,3 +56,19 @@ class Transport(Protocol):
         error: BaseException | None,
         trace: TracebackType | None,
     ) -> None: ...
+
+
+def offer(queue: asyncio.Queue[Incoming], stats: TransportStats, message: Incoming) -> None:
+    """Queue an incoming message, or drop and count it when the bounded queue is full."""
+    try:
+        queue.put_nowait(message)
+    except asyncio.QueueFull:
+        stats.dropped_incoming += 1
+
+
+async def drain(queue: asyncio.Queue[Incoming], stats: TransportStats) -> AsyncIterator[Incoming]:
+    while True:
+        message = await queue.get()
+        stats.received += 1
+        stats.bytes_in += len(message.payload)
+        yield message
