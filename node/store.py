@@ -1,0 +1,129 @@
+"""The node's local store: interactions, the peer table and counters, in one SQLite file.
+
+Interactions are committed with synchronous=FULL before `add_interactions` returns, so an
+acknowledged interaction survives kill -9 (and power loss). Peer rows and counters are
+bookkeeping and use the cheaper NORMAL sync per write.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+IntArray = npt.NDArray[np.int64]
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS interactions (
+    user INTEGER NOT NULL, item INTEGER NOT NULL, time INTEGER NOT NULL,
+    PRIMARY KEY (user, item)
+);
+CREATE TABLE IF NOT EXISTS peers (
+    node_id BLOB PRIMARY KEY, state TEXT NOT NULL, last_seen REAL NOT NULL,
+    messages_in INTEGER NOT NULL DEFAULT 0, messages_out INTEGER NOT NULL DEFAULT 0,
+    bytes_in INTEGER NOT NULL DEFAULT 0, bytes_out INTEGER NOT NULL DEFAULT 0,
+    trust REAL NOT NULL DEFAULT 1.0
+);
+CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+"""
+
+
+@dataclass(frozen=True)
+class PeerRow:
+    node_id: bytes
+    state: str
+    last_seen: float
+    messages_in: int = 0
+    messages_out: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
+    trust: float = 1.0
+
+
+class Store:
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.executescript(SCHEMA)
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        self._db.close()
+
+    # -- interactions ----------------------------------------------------------------------------
+
+    def add_interactions(self, users: IntArray, items: IntArray, times: IntArray) -> int:
+        """Store new (user, item) pairs durably; returns how many were new. Repeats are no-ops."""
+        rows = [(int(u), int(i), int(t)) for u, i, t in zip(users, items, times, strict=True)]
+        with self._lock:
+            self._db.execute("PRAGMA synchronous=FULL")
+            before = self._db.total_changes
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.executemany(
+                    "INSERT OR IGNORE INTO interactions (user, item, time) VALUES (?, ?, ?)", rows
+                )
+                self._db.execute("COMMIT")  # durable here: only now may the caller acknowledge
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            finally:
+                self._db.execute("PRAGMA synchronous=NORMAL")
+            return self._db.total_changes - before
+
+    def interactions(self) -> tuple[IntArray, IntArray, IntArray]:
+        with self._lock:
+            rows = self._db.execute("SELECT user, item, time FROM interactions ORDER BY rowid")
+            table = np.array(rows.fetchall(), dtype=np.int64).reshape(-1, 3)
+        return table[:, 0], table[:, 1], table[:, 2]
+
+    def count_interactions(self) -> int:
+        with self._lock:
+            return int(self._db.execute("SELECT COUNT(*) FROM interactions").fetchone()[0])
+
+    # -- peers and counters ----------------------------------------------------------------------
+
+    def save_peers(self, peers: list[PeerRow]) -> None:
+        with self._lock:
+            self._db.execute("BEGIN")
+            self._db.executemany(
+                "INSERT OR REPLACE INTO peers VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (
+                        p.node_id,
+                        p.state,
+                        p.last_seen,
+                        p.messages_in,
+                        p.messages_out,
+                        p.bytes_in,
+                        p.bytes_out,
+                        p.trust,
+                    )
+                    for p in peers
+                ],
+            )
+            self._db.execute("COMMIT")
+
+    def peers(self) -> list[PeerRow]:
+        with self._lock:
+            rows = self._db.execute("SELECT * FROM peers ORDER BY node_id").fetchall()
+        return [PeerRow(bytes(r[0]), *r[1:]) for r in rows]
+
+    def add_counters(self, deltas: dict[str, int]) -> None:
+        with self._lock:
+            self._db.execute("BEGIN")
+            self._db.executemany(
+                "INSERT INTO counters (name, value) VALUES (?, ?) "
+                "ON CONFLICT(name) DO UPDATE SET value = value + excluded.value",
+                list(deltas.items()),
+            )
+            self._db.execute("COMMIT")
+
+    def counters(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._db.execute("SELECT name, value FROM counters").fetchall())
