@@ -36,7 +36,8 @@ def save_checkpoint(path: Path, arrays: dict[str, npt.NDArray[Any]], meta: dict[
 
 def load_checkpoint(path: Path) -> tuple[dict[str, npt.NDArray[Any]], dict[str, Any]]:
     try:
-        with np.load(path, allow_pickle=False) as archive:
+        # Our own handle: np.load leaks its own when the file is not a zip.
+        with path.open("rb") as handle, np.load(handle, allow_pickle=False) as archive:
             arrays = {name: archive[name] for name in archive.files if name != _META}
             meta = json.loads(archive[_META].tobytes().decode()) if _META in archive.files else {}
     except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
