@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from crypto.errors import CryptoError
-from node import cli_bench, cli_identity
+from node import cli_bench, cli_identity, cli_node
+from node.config import ConfigError
 from node.output import emit_json, help_handler, table
 
 if TYPE_CHECKING:
@@ -38,7 +39,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return handler(args)
-    except (UsageError, CryptoError, cli_identity.IdentityError) as error:
+    except (UsageError, CryptoError, cli_identity.IdentityError, ConfigError) as error:
         print(f"gossiprec: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -56,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data(commands)
     cli_identity.register(commands)
     cli_bench.register(commands)
+    cli_node.register(commands)
     return parser
 
 

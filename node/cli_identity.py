@@ -128,21 +128,7 @@ def ca_init_command(args: argparse.Namespace) -> int:
 def ca_issue(args: argparse.Namespace) -> int:
     if not args.days > 0:
         raise IdentityError(f"--days must be > 0, got {args.days}")
-    authority = Authority.load(args.dir)
-    public_file = args.node_dir / PUBLIC_FILE
-    try:
-        record = json.loads(public_file.read_text())
-        signing = bytes.fromhex(record["signing_public"])
-        encryption = bytes.fromhex(record["encryption_public"])
-    except (OSError, ValueError, KeyError) as exc:
-        raise IdentityError(
-            f"cannot read {public_file} ({exc}). Fix: run `gossiprec keys init --dir "
-            f"{args.node_dir}` first."
-        ) from exc
-    now = int(time.time())
-    cert = authority.issue(signing, encryption, now - 60, now + int(args.days * 86_400))
-    write_atomic(args.node_dir / CERT_FILE, cert.encode())
-    authority.trust_store().save(args.node_dir)
+    cert = issue_certificate(Authority.load(args.dir), args.node_dir, args.days)
     return _report(
         args,
         {
@@ -154,6 +140,25 @@ def ca_issue(args: argparse.Namespace) -> int:
         f"issued certificate {cert.serial} for node {cert.node_id.hex()} "
         f"(network {cert.network!r}, {args.days:g} days) into {args.node_dir}",
     )
+
+
+def issue_certificate(authority: Authority, node_dir: Path, days: float) -> Certificate:
+    """Certify the keys in NODE_DIR/node.pub.json; write the certificate and trust anchor there."""
+    public_file = node_dir / PUBLIC_FILE
+    try:
+        record = json.loads(public_file.read_text())
+        signing = bytes.fromhex(record["signing_public"])
+        encryption = bytes.fromhex(record["encryption_public"])
+    except (OSError, ValueError, KeyError) as exc:
+        raise IdentityError(
+            f"cannot read {public_file} ({exc}). Fix: run `gossiprec keys init --dir "
+            f"{node_dir}` first."
+        ) from exc
+    now = int(time.time())
+    cert = authority.issue(signing, encryption, now - 60, now + int(days * 86_400))
+    write_atomic(node_dir / CERT_FILE, cert.encode())
+    authority.trust_store().save(node_dir)
+    return cert
 
 
 def ca_revoke(args: argparse.Namespace) -> int:

@@ -128,3 +128,21 @@ def test_ca_and_keys_commands_admit_a_node(
     (node / SIGNING_FILE).chmod(0o644)
     assert main(["keys", "rotate", "--dir", str(node)]) == 2
     assert "chmod 600" in capsys.readouterr().err
+
+
+def test_node_init_with_a_ca_yields_a_loadable_admitted_node(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from node.cli_identity import load_identity
+    from node.config import load_config
+
+    ca, node = tmp_path / "ca", tmp_path / "node"
+    assert main(["ca", "init", "--dir", str(ca), "--network", "shops"]) == 0
+    assert main(["node", "init", "--dir", str(node), "--ca", str(ca), "--n-items", "50"]) == 0
+    config = load_config(node / "node.toml", environ={})
+    assert (config.data_dir, config.model_n_items) == (node.resolve(), 50)
+    _, cert, trust = load_identity(node)
+    trust.check(cert, time.time())
+    capsys.readouterr()
+    assert main(["node", "init", "--dir", str(node)]) == 2
+    assert "already holds a node" in capsys.readouterr().err

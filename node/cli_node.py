@@ -1,0 +1,76 @@
+"""`gossiprec node …`: set up a node's data directory (the daemon itself lands with issue 5)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import TypeAlias
+
+from crypto.authority import Authority
+from crypto.files import write_atomic
+from crypto.keys import SIGNING_FILE, NodeKeys
+from node.cli_identity import CERT_FILE, IdentityError, issue_certificate
+from node.config import load_config
+from node.output import emit_json, help_handler
+
+Commands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
+
+TEMPLATE = """# gossiprec node configuration. Every key can be overridden by the environment:
+# [section] key -> GOSSIPREC_SECTION_KEY (secrets also from GOSSIPREC_SECTION_KEY_FILE).
+[node]
+data_dir = "{data_dir}"
+
+[broker]
+url = "{broker}"
+
+[gossip]
+strategy = "pairwise"
+codec = "float16"
+
+[model]
+n_items = {n_items}
+"""
+
+
+def register(commands: Commands) -> None:
+    node = commands.add_parser("node", help="set up and run a node")
+    sub = node.add_subparsers(title="node commands", metavar="COMMAND")
+    init = sub.add_parser(
+        "init",
+        help="create a data directory: keys, certificate, node.toml",
+        description="Creates DATA_DIR with new keys (mode 0600) and a node.toml. With --ca, "
+        "also issues the certificate from that authority folder; otherwise hand "
+        "DATA_DIR/node.pub.json to the network's authority (`gossiprec ca issue`).",
+    )
+    init.add_argument("--dir", type=Path, required=True, help="the node's data directory")
+    init.add_argument("--ca", type=Path, help="authority folder, when it is at hand")
+    init.add_argument("--broker", default="mqtt://127.0.0.1:1883")
+    init.add_argument("--n-items", type=int, default=1_682, help="item catalogue size")
+    init.add_argument("--days", type=float, default=365.0, help="certificate validity")
+    init.add_argument("--json", action="store_true")
+    init.set_defaults(handler=node_init)
+    node.set_defaults(handler=help_handler(node))
+
+
+def node_init(args: argparse.Namespace) -> int:
+    folder: Path = args.dir
+    if (folder / SIGNING_FILE).exists():
+        raise IdentityError(f"{folder} already holds a node. Fix: choose another --dir.")
+    config_path = folder / "node.toml"
+    text = TEMPLATE.format(data_dir=folder.resolve(), broker=args.broker, n_items=args.n_items)
+    keys = NodeKeys.generate()
+    keys.save(folder)
+    write_atomic(config_path, text.encode())
+    load_config(config_path, environ={})  # the file we wrote must load
+    issued = None
+    if args.ca is not None:
+        issued = issue_certificate(Authority.load(args.ca), folder, args.days)
+    result = {"node_id": keys.node_id.hex(), "config": str(config_path),
+              "certificate": str(folder / CERT_FILE) if issued else None}  # fmt: skip
+    if args.json:
+        emit_json(result)
+    else:
+        print(f"node {keys.node_id.hex()} initialised in {folder}; config {config_path}")
+        if issued is None:
+            print(f"next: gossiprec ca issue --dir CA_DIR --node-dir {folder}")
+    return 0
