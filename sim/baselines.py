@@ -15,7 +15,6 @@ import time
 from dataclasses import dataclass, replace
 
 import numpy as np
-import torch
 
 from node.progress import Progress
 from node.recommender import BPRMF, BPRConfig
@@ -132,7 +131,6 @@ def matrix_scorer(scores: np.ndarray) -> Scorer:
 def run_all(
     split: LeaveOneOut, config: BPRConfig | None = None, *, show_progress: bool = True
 ) -> list[BaselineResult]:
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     return [
         centralized(split, config, show_progress=show_progress),
         local_only(split, config, show_progress=show_progress),
