@@ -8,7 +8,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from crypto.errors import CertificateError
-from crypto.keys import KEY_ID_BYTES, NODE_ID_BYTES, key_id_of, node_id_of
+from crypto.keys import NODE_ID_BYTES, key_id_of, node_id_of
 from crypto.wire import pack, unpack
 
 CERT_VERSION = 1
@@ -134,6 +134,3 @@ class RevocationList:
             ca_public.verify(self.signature, _CRL_CONTEXT + self.body())
         except InvalidSignature:
             raise CertificateError("revocation list signature does not verify") from None
-
-
-__all__ = ["KEY_ID_BYTES", "Certificate", "RevocationList"]

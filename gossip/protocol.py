@@ -9,8 +9,6 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
-import numpy as np
-
 from gossip.averaging import (
     Arrays,
     Rows,
@@ -144,6 +142,3 @@ class GossipProtocol:
         self.version += 1
         self.stats.merged += 1
         return replies
-
-    def estimate(self) -> Arrays:
-        return {name: np.array(array, copy=True) for name, array in self.params.items()}

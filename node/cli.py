@@ -17,8 +17,6 @@ from node.output import emit_json, help_handler, table
 if TYPE_CHECKING:
     from sim.dataset import Dataset
 
-log = logging.getLogger("gossiprec")
-
 Handler = Callable[[argparse.Namespace], int]
 
 

@@ -11,7 +11,6 @@ from typing import TypeAlias
 
 from crypto.authority import CA_PUBLIC_FILE, Authority
 from crypto.certificate import Certificate
-from crypto.errors import CryptoError
 from crypto.files import write_atomic
 from crypto.keys import PUBLIC_FILE, SIGNING_FILE, NodeKeys
 from crypto.trust import TrustStore
@@ -191,6 +190,3 @@ def load_identity(folder: Path) -> tuple[NodeKeys, Certificate, TrustStore]:
             "issue a new certificate after `keys init` or `keys rotate`."
         )
     return keys, cert, TrustStore.load(folder)
-
-
-__all__ = ["CryptoError", "IdentityError", "load_identity", "register"]
