@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -24,6 +23,7 @@ from crypto.trust import TrustStore
 from crypto.wire import pack, unpack
 from gossip import topics
 from gossip.codec import CodecStats, DecodeError, ModelUpdate, decode, encode
+from gossip.fairlock import FairLock
 from gossip.protocol import GossipProtocol, Send
 from gossip.transport import Incoming, LastWill, Transport
 
@@ -58,6 +58,26 @@ def last_will(identity: Identity) -> LastWill:
 
 
 @dataclass
+class PeerTraffic:
+    """What this node exchanged with one peer, and when it last merged that peer's model."""
+
+    messages_in: int = 0
+    messages_out: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
+    last_model_at: float | None = None
+
+
+@dataclass(frozen=True)
+class Presence:
+    """The last verified beacon of a node: the network-wide view `gossiprec peers` shows."""
+
+    last_seen: float
+    model_version: int
+    status: dict[str, object]
+
+
+@dataclass
 class NodeCounters:
     rejected: Counter[str] = field(default_factory=Counter)  # "where:reason" -> count
     codec: CodecStats = field(default_factory=CodecStats)
@@ -80,7 +100,7 @@ class GossipNode:
         heartbeat: float = 5.0,
         max_message_bytes: int = DEFAULT_MAX_BYTES,
         clock: Callable[[], float] = time.time,
-        lock: threading.Lock | None = None,
+        lock: FairLock | None = None,
         status: Callable[[], dict[str, object]] | None = None,
     ) -> None:
         self.identity = identity
@@ -89,7 +109,9 @@ class GossipNode:
         self.heartbeat = heartbeat
         self.counters = NodeCounters()
         self.directory: dict[bytes, Certificate] = {}
-        self.lock = lock or threading.Lock()
+        self.presence: dict[bytes, Presence] = {}
+        self.traffic: dict[bytes, PeerTraffic] = {}
+        self.lock = lock or FairLock()
         self._clock = clock
         self._status = status or (lambda: {})
         self._max_bytes = max_message_bytes
@@ -133,9 +155,13 @@ class GossipNode:
     async def _gossip_loop(self) -> None:
         while True:
             await asyncio.sleep(max(0.0, self.protocol.next_tick - self._clock()))
-            with self.lock:
-                sends = self.protocol.tick(self._clock())
+            # In a worker: waiting for the lock (a training step) must not stall the loop.
+            sends = await asyncio.to_thread(self._locked_tick)
             await self._send_all(sends)
+
+    def _locked_tick(self) -> list[Send]:
+        with self.lock:
+            return self.protocol.tick(self._clock())
 
     async def _send_all(self, sends: list[Send]) -> None:
         for send in sends:
@@ -146,6 +172,9 @@ class GossipNode:
             sealed = await asyncio.to_thread(self.seal_update, send.update, certificate)
             if await self.transport.publish(topics.inbox(self.identity.network, send.peer), sealed):
                 self.counters.updates_sent += 1
+                traffic = self.traffic.setdefault(send.peer, PeerTraffic())
+                traffic.messages_out += 1
+                traffic.bytes_out += len(sealed)
 
     def seal_update(self, update: ModelUpdate, recipient: Certificate) -> bytes:
         """Encode and seal one update (thread-safe: `update` is a snapshot, not live state)."""
@@ -189,17 +218,26 @@ class GossipNode:
         elif kind == "inbox" and node_id == self.identity.node_id:
             opened = await asyncio.to_thread(self.open_update, message.payload, now)
             if opened is not None:
+                sender, update = opened
                 self.counters.updates_received += 1
-                with self.lock:
-                    return self.protocol.receive(opened[0], opened[1], now)
+                traffic = self.traffic.setdefault(sender, PeerTraffic())
+                traffic.messages_in += 1
+                traffic.bytes_in += len(message.payload)
+                traffic.last_model_at = now
+                return await asyncio.to_thread(self._locked_receive, sender, update, now)
         else:
             self.counters.rejected["topic:unexpected"] += 1
         return []
+
+    def _locked_receive(self, sender: bytes, update: ModelUpdate, now: float) -> list[Send]:
+        with self.lock:
+            return self.protocol.receive(sender, update, now)
 
     def _on_presence(self, node_id: bytes, payload: bytes, now: float) -> None:
         if node_id == self.identity.node_id:
             return
         if not payload:  # last will or clean leave
+            self.presence.pop(node_id, None)
             with self.lock:
                 self.protocol.membership.left(node_id)
             return
@@ -208,9 +246,11 @@ class GossipNode:
             if statement.certificate.node_id != node_id:
                 raise DecodeError("beacon", "certificate of another node")
             body = unpack(statement.body, max_size=4_096)
-            version = body.get("v", 0) if isinstance(body, dict) else 0
-            if not isinstance(version, int):
-                raise DecodeError("beacon", "version")
+            if not isinstance(body, dict):
+                raise DecodeError("beacon", "body")
+            version, status = body.get("v", 0), body.get("s", {})
+            if not isinstance(version, int) or not isinstance(status, dict):
+                raise DecodeError("beacon", "version or status")
         except EnvelopeError:
             return  # counted by the verifier
         except (DecodeError, ValueError, AttributeError):
@@ -218,6 +258,7 @@ class GossipNode:
             return
         self.counters.beacons_received += 1
         self.directory[node_id] = statement.certificate
+        self.presence[node_id] = Presence(now, version, {str(k): v for k, v in status.items()})
         with self.lock:
             self.protocol.membership.heard(node_id, now, version)
 

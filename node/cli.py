@@ -10,8 +10,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from crypto.errors import CryptoError
-from node import cli_bench, cli_identity, cli_node
+from node import cli_bench, cli_control, cli_identity, cli_node
 from node.config import ConfigError
+from node.control import ControlError
 from node.output import emit_json, help_handler, table
 
 if TYPE_CHECKING:
@@ -37,9 +38,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return handler(args)
-    except (UsageError, CryptoError, cli_identity.IdentityError, ConfigError) as error:
+    except (UsageError, CryptoError, cli_identity.IdentityError, ConfigError,
+            cli_control.IngestError) as error:  # fmt: skip
         print(f"gossiprec: error: {error}", file=sys.stderr)
         return 2
+    except ControlError as error:  # the node is down or refused: exit 1, as healthchecks expect
+        print(f"gossiprec: {error}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
 
@@ -56,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_identity.register(commands)
     cli_bench.register(commands)
     cli_node.register(commands)
+    cli_control.register(commands)
     return parser
 
 

@@ -49,6 +49,16 @@ def register(commands: Commands) -> None:
     convergence.add_argument("--drop", type=float, default=0.0, help="message drop rate")
     convergence.add_argument("--json", action="store_true")
     convergence.set_defaults(handler=run_convergence)
+    status = sub.add_parser(
+        "status",
+        help="control API latency while a node trains",
+        description="Two daemons (separate processes, private mosquitto) each hold half of "
+        "ML-100K and train without pause; times whole `status` requests to one of them.",
+    )
+    status.add_argument("--seconds", type=float, default=20.0)
+    status.add_argument("--rate", type=float, default=10.0, help="requests per second")
+    status.add_argument("--json", action="store_true")
+    status.set_defaults(handler=run_status)
     bench.set_defaults(handler=help_handler(bench))
 
 
@@ -87,4 +97,15 @@ def run_convergence(args: argparse.Namespace) -> int:
         return 0
     headers = ["nodes", "strategy", "drop", "reached", "rounds_per_node", "error"]
     print(table(headers, [[r[h] for h in headers] for r in results]))
+    return 0
+
+
+def run_status(args: argparse.Namespace) -> int:
+    from node.bench_status import bench_status
+
+    result = bench_status(args.seconds, args.rate)
+    if args.json:
+        emit_json(result)
+        return 0
+    print(table(["measure", "value"], [[k, v] for k, v in result.items()]))
     return 0

@@ -1,8 +1,9 @@
-"""`gossiprec node …`: set up a node's data directory (the daemon itself lands with issue 5)."""
+"""`gossiprec node …`: set up a node's data directory, and run the node daemon."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 from pathlib import Path
 from typing import TypeAlias
 
@@ -11,6 +12,8 @@ from crypto.files import write_atomic
 from crypto.keys import SIGNING_FILE, NodeKeys
 from node.cli_identity import CERT_FILE, IdentityError, issue_certificate
 from node.config import load_config
+from node.daemon import serve
+from node.logs import configure
 from node.output import emit_json, help_handler
 
 Commands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
@@ -49,7 +52,23 @@ def register(commands: Commands) -> None:
     init.add_argument("--days", type=float, default=365.0, help="certificate validity")
     init.add_argument("--json", action="store_true")
     init.set_defaults(handler=node_init)
+    run = sub.add_parser(
+        "run",
+        help="run the node daemon until SIGTERM",
+        description="Trains on this node's interactions, gossips model updates over MQTT and "
+        "serves the control API (`gossiprec status`, `peers`, `recommend`, `ingest`). Every "
+        "config key can also come from the environment (GOSSIPREC_SECTION_KEY).",
+    )
+    run.add_argument("--config", type=Path, help="node.toml (default: environment only)")
+    run.set_defaults(handler=node_run)
     node.set_defaults(handler=help_handler(node))
+
+
+def node_run(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    configure(json_lines=config.log_json, verbose=args.verbose)
+    asyncio.run(serve(config))
+    return 0
 
 
 def node_init(args: argparse.Namespace) -> int:

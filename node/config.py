@@ -63,6 +63,7 @@ class Field:
 
 FIELDS = (
     Field("node.data_dir", Path, None, required=True, help="keys, certificate, store, checkpoints"),
+    Field("node.checkpoint_period", float, 60.0, _positive, help="seconds between checkpoints"),
     Field("broker.url", str, "mqtt://127.0.0.1:1883", _mqtt_url),
     Field("broker.username", str, ""),
     Field("broker.password", str, "", secret=True),
@@ -77,6 +78,8 @@ FIELDS = (
     Field("model.n_items", int, None, _positive, required=True, help="shared item catalogue size"),
     Field("model.dim", int, 32, _positive),
     Field("model.seed", int, 0),
+    Field("train.period", float, 1.0, _positive, help="seconds between training rounds"),
+    Field("train.online_steps", int, 20, _positive, help="steps on a user's new interactions"),
     Field("control.socket", Path, None, help="default: DATA_DIR/control.sock"),
     Field("metrics.port", int, 0, lambda v: None if 0 <= v < 65_536 else "must be 0..65535"),
     Field("log.json", bool, False),
@@ -86,6 +89,7 @@ FIELDS = (
 @dataclass(frozen=True)
 class NodeConfig:
     data_dir: Path
+    node_checkpoint_period: float
     broker_url: str
     broker_username: str
     broker_password: str
@@ -100,6 +104,8 @@ class NodeConfig:
     model_n_items: int
     model_dim: int
     model_seed: int
+    train_period: float
+    train_online_steps: int
     control_socket: Path
     metrics_port: int
     log_json: bool

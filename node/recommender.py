@@ -111,6 +111,33 @@ class BPRMF:
     def private_arrays(self) -> Arrays:
         return {"user_embedding": self.user_embedding.detach().numpy()}
 
+    def state(self) -> dict[str, npt.NDArray[np.generic]]:
+        """Everything a checkpoint needs besides the interactions (which live in the store)."""
+        return {**self.shared_arrays(), **self.private_arrays(),
+                "users": np.array(self._row_user, dtype=np.int64)}  # fmt: skip
+
+    def restore(self, state: dict[str, npt.NDArray[np.generic]]) -> None:
+        """Load `state()` output into a fresh model, before any interactions are added.
+
+        Shared arrays are copied in place, so numpy views handed out earlier stay live.
+        """
+        if self._row_user:
+            raise ValueError("restore() needs a model without users")
+        users = np.asarray(state["users"], dtype=np.int64)
+        user_embedding = np.asarray(state["user_embedding"], dtype=np.float32)
+        if user_embedding.shape != (len(users), self.config.dim):
+            raise ValueError(f"user_embedding has shape {user_embedding.shape}, "
+                             f"expected {(len(users), self.config.dim)}")  # fmt: skip
+        for name, target in self.shared_arrays().items():
+            if state[name].shape != target.shape:
+                raise ValueError(f"{name} has shape {state[name].shape}, expected {target.shape}")
+        for name, target in self.shared_arrays().items():
+            np.copyto(target, state[name])
+        self._row_user = [int(u) for u in users]
+        self._user_row = {user: row for row, user in enumerate(self._row_user)}
+        self.user_embedding = torch.nn.Parameter(torch.from_numpy(user_embedding.copy()))
+        self._user_optimizer = torch.optim.Adam([self.user_embedding], lr=self.config.lr)
+
     @property
     def users(self) -> list[int]:
         return list(self._row_user)

@@ -1,0 +1,179 @@
+"""`gossiprec status | peers | recommend | ingest`: clients of a running node's control socket."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, TypeAlias
+
+from node.config import load_config
+from node.control import request
+from node.output import emit_json, table
+
+Commands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
+INGEST_BATCH = 5_000  # rows per request: well under the control API's 1 MB request limit
+
+
+class IngestError(Exception):
+    """An input row is unusable; the message names the file, the line and the fix."""
+
+
+def register(commands: Commands) -> None:
+    status = _client(commands, "status", "this node and its peers (state, traffic, staleness)")
+    status.set_defaults(handler=run_status)
+    peers = _client(commands, "peers", "the network as this node sees it through presence")
+    peers.set_defaults(handler=run_peers)
+    recommend = _client(commands, "recommend", "top-k items for a user (never already seen)")
+    recommend.add_argument("--user", type=int, required=True)
+    recommend.add_argument("-k", type=int, default=10)
+    recommend.set_defaults(handler=run_recommend)
+    ingest = _client(
+        commands,
+        "ingest",
+        "add interactions; printed once stored durably",
+        "Either one interaction (--user U --item I) or a CSV file with columns "
+        "user,item[,timestamp] (header optional). The node stores them durably, then learns "
+        "from them at once; a printed count means they are acknowledged.",
+    )
+    ingest.add_argument("--user", type=int)
+    ingest.add_argument("--item", type=int)
+    ingest.add_argument("--csv", type=Path, help="bulk: user,item[,timestamp] per line")
+    ingest.set_defaults(handler=run_ingest)
+
+
+def _client(commands: Commands, name: str, summary: str, description: str = "") -> Any:
+    parser = commands.add_parser(name, help=summary, description=description or summary)
+    parser.add_argument("--config", type=Path,
+                        help="the node's node.toml (default: ./node.toml if there, else the "
+                             "GOSSIPREC_* environment)")  # fmt: skip
+    parser.add_argument("--socket", type=Path, help="the control socket (instead of --config)")
+    parser.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the node")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    return parser
+
+
+def _ask(args: argparse.Namespace, command: str, **arguments: Any) -> dict[str, Any]:
+    socket = args.socket
+    if socket is None:
+        config = args.config or (Path("node.toml") if Path("node.toml").exists() else None)
+        socket = load_config(config).control_socket
+    return asyncio.run(request(socket, command, args.timeout, **arguments))
+
+
+def run_status(args: argparse.Namespace) -> int:
+    status = _ask(args, "status")
+    if args.json:
+        emit_json(status)
+        return 0
+    broker = status["broker"]
+    link = "connected" if broker["connected"] else "DISCONNECTED"
+    loss = "-" if status["loss"] is None else f"{status['loss']:.4f}"
+    rejected = ", ".join(f"{k} {v}" for k, v in sorted(status["rejected"].items())) or "none"
+    print(table(["node", status["node_id"]], [
+        ["network", status["network"]],
+        ["broker", f"{broker['url']} {link} ({broker['connects']} connects)"],
+        ["uptime", duration(status["uptime"])],
+        ["model version", f"{status['model_version']} merges, {status['training_steps']} "
+                          f"training steps, loss {loss}"],
+        ["interactions", f"{status['interactions']} of {status['users']} users"],
+        ["bytes in/out", f"{megabytes(status['bytes_in'])} / {megabytes(status['bytes_out'])} "
+                         f"({status['messages_in']} / {status['messages_out']} messages)"],
+        ["rejected", rejected],
+    ]))  # fmt: skip
+    peers = status["peers"]
+    counts = {s: sum(p["state"] == s for p in peers) for s in ("alive", "suspect", "dead")}
+    print(f"\npeers: {counts['alive']} alive, {counts['suspect']} suspect, {counts['dead']} dead")
+    if peers:
+        headers = ["peer", "state", "last seen", "msgs in", "msgs out", "bytes in", "bytes out",
+                   "model age", "trust"]  # fmt: skip
+        print(table(headers, [[p["node_id"][:12], p["state"], duration(p["last_seen"]),
+                               p["messages_in"], p["messages_out"], p["bytes_in"], p["bytes_out"],
+                               "-" if p["model_age"] is None else duration(p["model_age"]),
+                               p["trust"]] for p in peers]))  # fmt: skip
+    return 0
+
+
+def run_peers(args: argparse.Namespace) -> int:
+    nodes = _ask(args, "peers")["nodes"]
+    if args.json:
+        emit_json(nodes)
+        return 0
+    headers = ["node", "state", "beacon age", "model version", "uptime", "training steps", "codec"]
+    print(table(headers, [[n["node_id"][:12], n["state"], duration(n["last_seen"]),
+                           n["model_version"], duration(n.get("uptime", 0)), n.get("steps", "-"),
+                           n.get("codec", "-")] for n in nodes]))  # fmt: skip
+    return 0
+
+
+def run_recommend(args: argparse.Namespace) -> int:
+    reply = _ask(args, "recommend", user=args.user, k=args.k)
+    if args.json:
+        emit_json(reply)
+    else:
+        ranked = [[rank, item] for rank, item in enumerate(reply["items"], 1)]
+        print(table(["rank", "item"], ranked))
+    return 0
+
+
+def run_ingest(args: argparse.Namespace) -> int:
+    if args.csv is not None:
+        batches: Iterator[list[list[int]]] = read_csv(args.csv, INGEST_BATCH)
+    elif args.user is not None and args.item is not None:
+        batches = iter([[[args.user, args.item, int(time.time())]]])
+    else:
+        raise IngestError("give --user and --item, or --csv FILE")
+    received = added = 0
+    reply: dict[str, Any] = {}
+    for rows in batches:
+        reply = _ask(args, "ingest", rows=rows)
+        received += reply["received"]
+        added += reply["added"]
+    result = {"received": received, "added": added, "interactions": reply.get("interactions")}
+    if args.json:
+        emit_json(result)
+    else:
+        print(f"stored {added} new of {received} interactions "
+              f"(node now holds {result['interactions']})")  # fmt: skip
+    return 0
+
+
+def read_csv(path: Path, batch: int) -> Iterator[list[list[int]]]:
+    """Rows of user,item[,timestamp] in batches; a header line is skipped."""
+    rows: list[list[int]] = []
+    try:
+        with path.open(newline="") as handle:
+            for line, record in enumerate(csv.reader(handle), 1):
+                if not record or (line == 1 and not record[0].strip().isdigit()):
+                    continue
+                try:
+                    values = [int(field) for field in record[:3]]
+                except ValueError:
+                    raise IngestError(f"{path}:{line}: {record!r} is not user,item[,timestamp] "
+                                      "as integers. Fix that line.") from None  # fmt: skip
+                if len(values) < 2:
+                    raise IngestError(f"{path}:{line}: needs at least user,item")
+                rows.append(values)
+                if len(rows) == batch:
+                    yield rows
+                    rows = []
+    except OSError as exc:
+        raise IngestError(f"cannot read {path}: {exc.strerror}") from exc
+    if rows:
+        yield rows
+
+
+def duration(seconds: float) -> str:
+    seconds = max(0.0, seconds)
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    if seconds < 3_600:
+        return f"{seconds // 60:.0f}m{seconds % 60:02.0f}s"
+    return f"{seconds // 3_600:.0f}h{seconds % 3_600 // 60:02.0f}m"
+
+
+def megabytes(count: int) -> str:
+    return f"{count / 1e6:.2f} MB"

@@ -1,0 +1,68 @@
+"""`gossiprec node run`: one node as a long-running process.
+
+Lifetimes nest (AsyncExitStack): MQTT link, then the node, then the control socket and the
+optional metrics endpoint. SIGTERM or SIGINT stops the node: a final checkpoint, then an empty
+presence so peers drop it at once, then the link closes. After SIGKILL the broker publishes the
+last will instead, and a restart resumes from the checkpoint and the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from urllib.parse import urlsplit
+
+from gossip.driver import Identity, last_will, subscriptions
+from gossip.mqtt import MqttConfig, MqttTransport
+from node.cli_identity import load_identity
+from node.config import NodeConfig
+from node.control import ControlServer
+from node.node import Node
+from node.node_api import handlers
+from node.prometheus import MetricsServer
+
+log = logging.getLogger(__name__)
+
+LEAVE_TIMEOUT = 2.0
+
+
+def mqtt_config(config: NodeConfig) -> MqttConfig:
+    url = urlsplit(config.broker_url)
+    return MqttConfig(host=url.hostname or "127.0.0.1", port=url.port or 1883,
+                      username=config.broker_username or None,
+                      password=config.broker_password or None,
+                      protocol=config.broker_protocol)  # fmt: skip
+
+
+def load_node_identity(config: NodeConfig) -> Identity:
+    keys, certificate, trust = load_identity(config.data_dir)
+    return Identity(keys, certificate, trust)
+
+
+async def serve(config: NodeConfig) -> None:
+    """Run the node until SIGTERM/SIGINT."""
+    identity = load_node_identity(config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    transport = MqttTransport(mqtt_config(config), identity.node_id.hex(),
+                              subscriptions(identity), last_will(identity))  # fmt: skip
+    async with contextlib.AsyncExitStack() as stack:
+        await stack.enter_async_context(transport)
+        node = Node(config, identity, transport)
+        stack.callback(node.close)
+        await stack.enter_async_context(ControlServer(config.control_socket, handlers(node)))
+        if config.metrics_port:
+            await stack.enter_async_context(MetricsServer(config.metrics_port, node.status))
+        log.info("node %s up: network %s, broker %s, control %s", identity.node_id.hex(),
+                 identity.network, config.broker_url, config.control_socket)  # fmt: skip
+        async with asyncio.TaskGroup() as group:
+            running = group.create_task(node.run())
+            await stop.wait()
+            running.cancel()  # node.run writes its final checkpoint as it ends
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(node.gossip.leave(), LEAVE_TIMEOUT)
+        log.info("node %s stopped cleanly", identity.node_id.hex())

@@ -1,0 +1,247 @@
+"""One gossiprec node: its store and model, training off the event loop, gossip, checkpoints.
+
+The daemon (`gossiprec node run`) and the simulation (`gossiprec sim`) run this same class; only
+the transport and the process around it differ. Shared parameters are numpy views of the model's
+tensors handed to the gossip protocol; `lock` serialises training steps and merges on them.
+Private parameters (user embeddings) and interactions never leave the node.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import random
+import time
+from collections.abc import Callable
+from typing import Any
+
+from gossip.codec import Codec
+from gossip.driver import GossipNode, Identity
+from gossip.fairlock import FairLock
+from gossip.membership import MembershipConfig
+from gossip.protocol import GossipConfig, GossipProtocol
+from gossip.transport import Transport
+from node.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from node.config import NodeConfig
+from node.recommender import BPRMF, BPRConfig, IntArray
+from node.store import PeerRow, Store
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_FILE = "model.npz"
+TRAIN_CHUNK = 1  # steps per lock hold: a merge or a recommendation waits for one step at most
+
+
+def gossip_config(config: NodeConfig) -> GossipConfig:
+    membership = MembershipConfig(suspect_after=config.gossip_suspect_after,
+                                  dead_after=config.gossip_dead_after)  # fmt: skip
+    return GossipConfig(strategy=config.gossip_strategy, period=config.gossip_period,
+                        fanout=config.gossip_fanout, codec=Codec(config.gossip_codec),
+                        membership=membership)  # fmt: skip
+
+
+class Node:
+    def __init__(self, config: NodeConfig, identity: Identity, transport: Transport, *,
+                 clock: Callable[[], float] = time.time,
+                 model_config: BPRConfig | None = None) -> None:  # fmt: skip
+        self.config = config
+        self.identity = identity
+        self.lock = FairLock()
+        self.started_at = clock()
+        self._clock = clock
+        self.store = Store(config.data_dir / "store.sqlite")
+        model_config = model_config or BPRConfig(dim=config.model_dim, seed=config.model_seed)
+        self.model = BPRMF(config.model_n_items, model_config)
+        meta = self._restore()
+        self.training_steps: int = meta.get("training_steps", 0)
+        self.last_loss: float | None = None
+        # Each node its own protocol randomness (peer choice, jitter), reproducible per seed.
+        seed = int.from_bytes(hashlib.sha256(identity.node_id).digest()[:8]) ^ config.model_seed
+        protocol = GossipProtocol(identity.node_id, self.model.shared_arrays(),
+                                  gossip_config(config), random.Random(seed), clock())  # fmt: skip
+        protocol.version = meta.get("version", 0)
+        self.gossip = GossipNode(identity, transport, protocol, config.data_dir / "gossip",
+                                 heartbeat=config.gossip_heartbeat, clock=clock, lock=self.lock,
+                                 status=self._beacon)  # fmt: skip
+        self._trained_version = -1  # the model version the last training round started from
+        self._new_data = True
+
+    def close(self) -> None:
+        self.store.close()
+
+    # -- start-up --------------------------------------------------------------------------------
+
+    def _restore(self) -> dict[str, Any]:
+        """Last checkpoint (if readable), then every stored interaction, including later ones."""
+        meta: dict[str, Any] = {}
+        path = self.config.data_dir / CHECKPOINT_FILE
+        if path.exists():
+            try:
+                arrays, meta = load_checkpoint(path)
+                self.model.restore(arrays)
+            except (CheckpointError, KeyError, ValueError) as error:
+                log.warning("starting without the checkpoint: %s", error)
+                self.model = BPRMF(self.model.n_items, self.model.config)
+                meta = {}
+        users, items, _ = self.store.interactions()
+        self.model.add_interactions(users, items)
+        log.info("restored %d interactions of %d users, model version %s",
+                 self.model.n_interactions, len(self.model.users),
+                 meta.get("version", 0))  # fmt: skip
+        return meta
+
+    # -- lifetime --------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Gossip, train and checkpoint until cancelled; then write a final checkpoint."""
+        try:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(self.gossip.run())
+                group.create_task(self._training_loop())
+                group.create_task(self._checkpoint_loop())
+        finally:
+            await asyncio.shield(asyncio.to_thread(self.checkpoint))
+
+    async def _training_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.train_period)
+            await self.train_round()
+
+    async def train_round(self) -> bool:
+        """One epoch over local interactions, if new data or a merged model arrived since the
+        last round (an idle node does not burn its device's CPU). True when it trained."""
+        version = self.gossip.protocol.version
+        if not self._new_data and version == self._trained_version:
+            return False
+        self._new_data = False
+        self._trained_version = version
+        await asyncio.to_thread(self._train, self.model.steps_per_epoch())
+        return True
+
+    def _train(self, steps: int) -> None:
+        for start in range(0, steps, TRAIN_CHUNK):
+            with self.lock:
+                loss = self.model.train_steps(min(TRAIN_CHUNK, steps - start))
+            self.training_steps += min(TRAIN_CHUNK, steps - start)
+            self.last_loss = loss
+
+    async def _checkpoint_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.node_checkpoint_period)
+            await asyncio.to_thread(self.checkpoint)
+
+    def checkpoint(self) -> None:
+        """Model and peer table to disk, atomically (write, fsync, rename)."""
+        with self.lock:
+            state = {name: array.copy() for name, array in self.model.state().items()}
+            meta = {"version": self.gossip.protocol.version, "training_steps": self.training_steps}
+        save_checkpoint(self.config.data_dir / CHECKPOINT_FILE, state, meta)
+        self.store.save_peers(self._peer_rows())
+
+    # -- interactions and recommendations ------------------------------------------------------
+
+    async def ingest(self, users: IntArray, items: IntArray, times: IntArray) -> int:
+        """Store durably, then learn: returns how many were new. Only once this returns may the
+        caller acknowledge the interactions; the user's recommendations already reflect them."""
+        if len(items) and (items.min() < 0 or items.max() >= self.model.n_items):
+            raise ValueError(f"item ids must lie in [0, {self.model.n_items})")
+        if len(users) and users.min() < 0:
+            raise ValueError("user ids must be >= 0")
+        added = await asyncio.to_thread(self.store.add_interactions, users, items, times)
+        await asyncio.to_thread(self._learn, users, items)
+        self._new_data = True
+        return added
+
+    def _learn(self, users: IntArray, items: IntArray) -> None:
+        with self.lock:
+            self.model.add_interactions(users, items)
+            self.last_loss = self.model.learn_online(users, self.config.train_online_steps)
+        self.training_steps += self.config.train_online_steps
+
+    async def recommend(self, user: int, k: int) -> list[int]:
+        def top() -> list[int]:
+            with self.lock:
+                return [int(item) for item in self.model.recommend(user, k)]
+
+        return await asyncio.to_thread(top)
+
+    # -- what the node tells its operator ------------------------------------------------------
+
+    def _beacon(self) -> dict[str, object]:
+        """Public status in the presence beacon: nothing about users or interactions."""
+        return {"uptime": round(self._clock() - self.started_at), "codec": self.config.gossip_codec,
+                "steps": self.training_steps}  # fmt: skip
+
+    def status(self) -> dict[str, Any]:
+        gossip, transport = self.gossip, self.gossip.transport
+        return {
+            "node_id": self.identity.node_id.hex(),
+            "network": self.identity.network,
+            "broker": {
+                "url": self.config.broker_url,
+                "connected": transport.connected,
+                "connects": transport.stats.connects,
+                "publish_failed": transport.stats.publish_failed,
+            },
+            "uptime": self._clock() - self.started_at,
+            "model_version": gossip.protocol.version,
+            "training_steps": self.training_steps,
+            "loss": self.last_loss,
+            "interactions": self.model.n_interactions,
+            "users": len(self.model.users),
+            "bytes_in": transport.stats.bytes_in,
+            "bytes_out": transport.stats.bytes_out,
+            "messages_in": transport.stats.received,
+            "messages_out": transport.stats.published,
+            "updates_in": gossip.counters.updates_received,
+            "updates_out": gossip.counters.updates_sent,
+            "rejected": gossip.rejected(),
+            "codec": gossip.counters.codec.as_dict(),
+            "peers": self.peer_table(),
+        }
+
+    def peer_table(self) -> list[dict[str, Any]]:
+        """This node's view: membership state and what it exchanged with each peer."""
+        now = self._clock()
+        rows = []
+        for peer in self.gossip.protocol.membership.peers.values():
+            traffic = self.gossip.traffic.get(peer.node_id)
+            certificate = self.gossip.directory.get(peer.node_id)
+            last_model = traffic.last_model_at if traffic else None
+            rows.append({
+                "node_id": peer.node_id.hex(),
+                "state": peer.state.value,
+                "last_seen": now - peer.last_seen,
+                "messages_in": traffic.messages_in if traffic else 0,
+                "messages_out": traffic.messages_out if traffic else 0,
+                "bytes_in": traffic.bytes_in if traffic else 0,
+                "bytes_out": traffic.bytes_out if traffic else 0,
+                "model_age": None if last_model is None else now - last_model,
+                "trust": _trust(certificate.not_after if certificate else None, now),
+            })  # fmt: skip
+        return sorted(rows, key=lambda row: (row["state"], row["node_id"]))
+
+    def network_view(self) -> list[dict[str, Any]]:
+        """Every node whose signed beacon this node holds: the network as presence shows it."""
+        now = self._clock()
+        states = {p.node_id: p.state.value for p in self.gossip.protocol.membership.peers.values()}
+        rows = [{"node_id": self.identity.node_id.hex(), "state": "self", "last_seen": 0.0,
+                 "model_version": self.gossip.protocol.version, **self._beacon()}]  # fmt: skip
+        for node_id, presence in sorted(self.gossip.presence.items()):
+            rows.append({"node_id": node_id.hex(), "state": states.get(node_id, "unsampled"),
+                         "last_seen": now - presence.last_seen,
+                         "model_version": presence.model_version, **presence.status})  # fmt: skip
+        return rows
+
+    def _peer_rows(self) -> list[PeerRow]:
+        return [PeerRow(bytes.fromhex(r["node_id"]), r["state"], self._clock() - r["last_seen"],
+                        r["messages_in"], r["messages_out"], r["bytes_in"], r["bytes_out"])
+                for r in self.peer_table()]  # fmt: skip
+
+
+def _trust(not_after: float | None, now: float) -> str:
+    if not_after is None:
+        return "no certificate"
+    days = (not_after - now) / 86_400
+    return f"certified, {days:.0f} d left" if days > 0 else "expired"

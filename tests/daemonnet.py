@@ -1,0 +1,109 @@
+"""Node daemons as real OS processes: data directories made by `gossiprec node init`, each daemon
+started with `gossiprec node run`, asked through its control socket."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from node.cli import main
+from node.control import ControlError, request
+
+# Fast timings so a test sees joins, deaths and checkpoints within seconds.
+FAST_ENV = {
+    "GOSSIPREC_GOSSIP_PERIOD": "0.3",
+    "GOSSIPREC_GOSSIP_HEARTBEAT": "0.5",
+    "GOSSIPREC_GOSSIP_SUSPECT_AFTER": "2",
+    "GOSSIPREC_GOSSIP_DEAD_AFTER": "5",
+    "GOSSIPREC_NODE_CHECKPOINT_PERIOD": "0.5",
+    "GOSSIPREC_TRAIN_PERIOD": "0.2",
+}
+
+
+def init_nodes(folder: Path, broker_url: str, count: int, network: str = "e2e") -> list[Path]:
+    """An authority and `count` admitted node folders; returns each node's node.toml."""
+    assert main(["ca", "init", "--dir", str(folder / "ca"), "--network", network]) == 0
+    configs = []
+    for index in range(count):
+        node_dir = folder / f"n{index}"
+        assert main(["node", "init", "--dir", str(node_dir), "--ca", str(folder / "ca"),
+                     "--broker", broker_url]) == 0  # fmt: skip
+        configs.append(node_dir / "node.toml")
+    return configs
+
+
+def gossiprec(*args: str, env: dict[str, str] | None = None,
+              timeout: float = 60.0) -> subprocess.CompletedProcess[str]:  # fmt: skip
+    """The CLI as a user runs it: a separate process."""
+    return subprocess.run([sys.executable, "-m", "node.cli", *args], capture_output=True,
+                          text=True, timeout=timeout, env={**os.environ, **(env or {})})  # fmt: skip
+
+
+class Daemon:
+    """`gossiprec node run --config CONFIG` as a child process, its log in DATA_DIR/daemon.log."""
+
+    def __init__(self, config: Path, env: dict[str, str] | None = None) -> None:
+        self.config = config
+        self.socket = config.parent / "control.sock"
+        self.log = config.parent / "daemon.log"
+        self.env = {**os.environ, **FAST_ENV, **(env or {})}
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "node.cli", "node", "run", "--config", str(self.config)],
+                stdout=log, stderr=subprocess.STDOUT, env=self.env,
+            )  # fmt: skip
+
+    def signal(self, signum: signal.Signals) -> int:
+        assert self.process is not None
+        self.process.send_signal(signum)
+        return self.process.wait(timeout=20)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def ask(self, command: str, **arguments: Any) -> dict[str, Any]:
+        return asyncio.run(request(self.socket, command, 10.0, **arguments))
+
+    def wait_ready(self, timeout: float = 60.0) -> dict[str, Any]:
+        """The first status once the control socket answers (torch import takes a while)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            assert self.process is not None and self.process.poll() is None, self.log.read_text()
+            try:
+                return self.ask("status")
+            except ControlError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+
+    def output(self) -> str:
+        return self.log.read_text() if self.log.exists() else ""
+
+
+def wait_for(condition: Callable[[], bool], timeout: float, interval: float = 0.2) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(interval)
+    return condition()
+
+
+def alive_peers(status: dict[str, Any]) -> int:
+    return sum(peer["state"] == "alive" for peer in status["peers"])

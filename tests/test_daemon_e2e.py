@@ -1,0 +1,118 @@
+"""End to end: three `gossiprec node run` daemons as OS processes around a real mosquitto."""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from node.checkpoint import load_checkpoint
+from node.node import CHECKPOINT_FILE
+from sim.broker import Mosquitto
+from sim.dataset import Dataset
+from tests.daemonnet import Daemon, alive_peers, gossiprec, init_nodes, wait_for
+
+pytestmark = [pytest.mark.mosquitto, pytest.mark.slow]
+
+USERS_PER_NODE = 8
+
+
+def rows_of(dataset: Dataset, users: range) -> list[list[int]]:
+    chosen = np.isin(dataset.users, list(users))
+    return np.stack([dataset.users[chosen], dataset.items[chosen],
+                     dataset.timestamps[chosen]], axis=1).tolist()  # fmt: skip
+
+
+@pytest.fixture
+def cluster(tmp_path: Path, mosquitto: Mosquitto) -> Iterator[list[Daemon]]:
+    configs = init_nodes(tmp_path, mosquitto.url, 3)
+    daemons = [Daemon(config) for config in configs]
+    for daemon in daemons:
+        daemon.start()
+    try:
+        yield daemons
+    finally:
+        for daemon in daemons:
+            daemon.stop()
+
+
+def test_three_daemons_gossip_learn_recommend_and_survive_kill_9(
+    cluster: list[Daemon], ml100k: Dataset, tmp_path: Path
+) -> None:
+    for daemon in cluster:
+        daemon.wait_ready()
+    # Each node ingests different users: node 0 in bulk through the CLI's CSV path.
+    node_users = [range(i * USERS_PER_NODE, (i + 1) * USERS_PER_NODE) for i in range(3)]
+    csv = tmp_path / "node0.csv"
+    csv.write_text("user,item,timestamp\n" + "".join(
+        f"{u},{i},{t}\n" for u, i, t in rows_of(ml100k, node_users[0])))  # fmt: skip
+    ingested = gossiprec("ingest", "--config", str(cluster[0].config), "--csv", str(csv), "--json")
+    assert ingested.returncode == 0, ingested.stderr
+    counts = [len(rows_of(ml100k, users)) for users in node_users]
+    assert f'"added": {counts[0]}' in ingested.stdout
+    for daemon, users in zip(cluster[1:], node_users[1:], strict=True):
+        reply = daemon.ask("ingest", rows=rows_of(ml100k, users))
+        assert reply["added"] == len(rows_of(ml100k, users))
+
+    # Everyone sees two live peers, and the bytes exchanged keep growing.
+    assert wait_for(lambda: all(alive_peers(d.ask("status")) == 2 for d in cluster), 30)
+    first = [d.ask("status") for d in cluster]
+    assert wait_for(lambda: all(d.ask("status")["bytes_in"] > s["bytes_in"] + 100_000
+                                for d, s in zip(cluster, first, strict=True)), 20)  # fmt: skip
+    for status in first:
+        assert all(p["bytes_in"] > 0 and p["bytes_out"] > 0 for p in status["peers"])
+        assert status["interactions"] in counts
+        # At start-up a model can arrive before its sender's beacon: dropped, nothing else is.
+        assert set(status["rejected"]) <= {"envelope:unknown_sender"}
+
+    # Recommendations exclude what the user has seen, and move when new interactions arrive.
+    user = node_users[0][0]
+    seen = {item for u, item, _ in rows_of(ml100k, range(user, user + 1))}
+    before = cluster[0].ask("recommend", user=user, k=10)["items"]
+    assert len(before) == 10 and not seen & set(before)
+    unseen_elsewhere = [i for i in range(ml100k.n_items) if i not in seen and i not in before]
+    cluster[0].ask("ingest", rows=[[user, item] for item in unseen_elsewhere[:15]])
+    after = cluster[0].ask("recommend", user=user, k=10)["items"]
+    assert after != before and not (seen | set(unseen_elsewhere[:15])) & set(after)
+
+    # kill -9 node 1 while it trains; it restarts from its checkpoint with every interaction.
+    victim = cluster[1]
+    assert wait_for(lambda: victim.ask("status")["training_steps"] > 0, 10)
+    assert victim.signal(signal.SIGKILL) == -signal.SIGKILL
+    _, meta = load_checkpoint(victim.config.parent / CHECKPOINT_FILE)
+    assert meta["version"] > 0
+    assert wait_for(lambda: all(alive_peers(d.ask("status")) == 1 for d in (cluster[0], cluster[2])),
+                    10), "the last will should mark the killed node dead at once"  # fmt: skip
+    victim.start()
+    restarted = victim.wait_ready()
+    assert restarted["interactions"] == counts[1]
+    assert restarted["model_version"] >= meta["version"]
+    assert restarted["training_steps"] >= meta["training_steps"]
+    assert wait_for(lambda: all(alive_peers(d.ask("status")) == 2 for d in cluster), 30)
+    assert wait_for(lambda: victim.ask("status")["updates_in"] > 0, 20)
+
+    # The human status and peers views name every node.
+    shown = gossiprec("status", "--config", str(cluster[0].config))
+    assert shown.returncode == 0 and "peers: 2 alive, 0 suspect, 0 dead" in shown.stdout
+    peers = gossiprec("peers", "--config", str(cluster[2].config))
+    for daemon in cluster:
+        assert daemon.ask("status")["node_id"][:12] in peers.stdout
+
+    # SIGTERM: clean stop (exit 0), final checkpoint, peers see it leave at once.
+    assert cluster[2].signal(signal.SIGTERM) == 0, cluster[2].output()
+    assert "stopped cleanly" in cluster[2].output()
+    assert wait_for(lambda: alive_peers(cluster[0].ask("status")) == 1, 5)
+
+
+def test_a_bad_config_value_stops_start_up_naming_the_key(tmp_path: Path) -> None:
+    (config,) = init_nodes(tmp_path, "mqtt://127.0.0.1:1", 1)
+    result = gossiprec("node", "run", "--config", str(config),
+                       env={"GOSSIPREC_GOSSIP_CODEC": "zip"})  # fmt: skip
+    assert result.returncode == 2
+    assert "gossip.codec = 'zip'" in result.stderr and "must be one of" in result.stderr
+    config.write_text(config.read_text().replace("n_items = 1682", "n_items = -3"))
+    result = gossiprec("node", "run", "--config", str(config))
+    assert result.returncode == 2 and "model.n_items = -3" in result.stderr
