@@ -42,8 +42,10 @@ def init_nodes(folder: Path, broker_url: str, count: int, network: str = "e2e") 
 def gossiprec(*args: str, env: dict[str, str] | None = None,
               timeout: float = 60.0) -> subprocess.CompletedProcess[str]:  # fmt: skip
     """The CLI as a user runs it: a separate process."""
-    return subprocess.run([sys.executable, "-m", "node.cli", *args], capture_output=True,
-                          text=True, timeout=timeout, env={**os.environ, **(env or {})})  # fmt: skip
+    command = [sys.executable, "-m", "node.cli", *args]
+    environment = {**os.environ, **(env or {})}
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout,
+                          env=environment)  # fmt: skip
 
 
 class Daemon:

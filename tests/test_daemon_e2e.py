@@ -22,8 +22,8 @@ USERS_PER_NODE = 8
 
 def rows_of(dataset: Dataset, users: range) -> list[list[int]]:
     chosen = np.isin(dataset.users, list(users))
-    return np.stack([dataset.users[chosen], dataset.items[chosen],
-                     dataset.timestamps[chosen]], axis=1).tolist()  # fmt: skip
+    table = np.stack([dataset.users[chosen], dataset.items[chosen], dataset.timestamps[chosen]])
+    return [[int(v) for v in row] for row in table.T]
 
 
 @pytest.fixture
@@ -84,8 +84,10 @@ def test_three_daemons_gossip_learn_recommend_and_survive_kill_9(
     assert victim.signal(signal.SIGKILL) == -signal.SIGKILL
     _, meta = load_checkpoint(victim.config.parent / CHECKPOINT_FILE)
     assert meta["version"] > 0
-    assert wait_for(lambda: all(alive_peers(d.ask("status")) == 1 for d in (cluster[0], cluster[2])),
-                    10), "the last will should mark the killed node dead at once"  # fmt: skip
+    survivors = (cluster[0], cluster[2])
+    assert wait_for(lambda: all(alive_peers(d.ask("status")) == 1 for d in survivors), 10), (
+        "the last will should mark the killed node dead at once"
+    )
     victim.start()
     restarted = victim.wait_ready()
     assert restarted["interactions"] == counts[1]
