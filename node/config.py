@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -215,3 +215,9 @@ def _boolean(text: str) -> bool:
     if lowered in ("0", "false", "no", "off"):
         return False
     raise ValueError(text)
+
+
+def config_for(data_dir: Path, n_items: int, **overrides: Any) -> NodeConfig:
+    """Defaults for a node made in code (tests, the simulation): no file, no environment."""
+    environ = {"GOSSIPREC_NODE_DATA_DIR": str(data_dir), "GOSSIPREC_MODEL_N_ITEMS": str(n_items)}
+    return replace(load_config(None, environ=environ), **overrides)

@@ -1,0 +1,194 @@
+"""The Node in one process over the in-memory broker: restore, ingest, training, API, metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import threading
+import time
+import urllib.request
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from crypto.authority import Authority
+from gossip.driver import Identity, last_will, subscriptions
+from gossip.fairlock import FairLock
+from gossip.memory import InMemoryBroker
+from node.config import config_for
+from node.control import ControlError, ControlServer, request
+from node.logs import JsonLines
+from node.node import CHECKPOINT_FILE, Node
+from node.node_api import handlers, parse_rows
+from node.prometheus import MetricsServer, exposition
+from sim.broker import free_port
+from tests.gossipnet import admit
+
+N_ITEMS = 40
+
+
+@contextlib.asynccontextmanager
+async def started(folder: Path, identity: Identity, broker: InMemoryBroker) -> AsyncIterator[Node]:
+    transport = broker.client(identity.node_id.hex(), subscriptions(identity), last_will(identity))
+    async with transport:
+        node = Node(config_for(folder, N_ITEMS, gossip_period=0.05, gossip_heartbeat=0.1),
+                    identity, transport)  # fmt: skip
+        try:
+            yield node
+        finally:
+            node.close()
+
+
+def interactions(users: list[int], per_user: int, seed: int = 0) -> tuple[np.ndarray, ...]:
+    rng = np.random.default_rng(seed)
+    rows = [(u, int(i)) for u in users for i in rng.choice(N_ITEMS, per_user, replace=False)]
+    table = np.array(rows, dtype=np.int64)
+    return table[:, 0], table[:, 1], np.arange(len(table), dtype=np.int64)
+
+
+async def test_a_restarted_node_resumes_its_checkpoint_and_every_interaction(
+    tmp_path: Path,
+) -> None:
+    identity, broker = admit(Authority.create(tmp_path / "ca", "unit")), InMemoryBroker()
+    async with started(tmp_path / "n", identity, broker) as node:
+        assert await node.ingest(*interactions([1, 2], 6)) == 12
+        assert await node.train_round()
+        node.checkpoint()
+        saved = {name: array.copy() for name, array in node.model.state().items()}
+        steps = node.training_steps
+        assert await node.ingest(*interactions([3], 4, seed=1)) == 4  # after the checkpoint
+    async with started(tmp_path / "n", identity, broker) as node:
+        state = node.model.state()
+        for name in ("item_embedding", "item_bias"):
+            np.testing.assert_array_equal(state[name], saved[name])
+        assert node.model.users[:2] == [1, 2]
+        np.testing.assert_array_equal(state["user_embedding"][:2], saved["user_embedding"])
+        assert node.model.n_interactions == 16 and node.training_steps == steps
+        # The protocol averages the model's live arrays, not a copy made at start-up.
+        node.gossip.protocol.params["item_bias"][0] = 7.0
+        assert float(node.model.item_bias.detach()[0]) == 7.0
+
+
+async def test_an_unreadable_checkpoint_is_set_aside_and_the_store_rebuilds_the_model(
+    tmp_path: Path,
+) -> None:
+    identity, broker = admit(Authority.create(tmp_path / "ca", "unit")), InMemoryBroker()
+    async with started(tmp_path / "n", identity, broker) as node:
+        await node.ingest(*interactions([1], 5))
+    (tmp_path / "n" / CHECKPOINT_FILE).write_bytes(b"not a zip")
+    async with started(tmp_path / "n", identity, broker) as node:
+        assert node.model.n_interactions == 5 and node.gossip.protocol.version == 0
+
+
+async def test_training_runs_only_when_there_is_something_new(tmp_path: Path) -> None:
+    identity, broker = admit(Authority.create(tmp_path / "ca", "unit")), InMemoryBroker()
+    async with started(tmp_path / "n", identity, broker) as node:
+        await node.ingest(*interactions([1], 5))
+        assert await node.train_round()
+        assert not await node.train_round()  # nothing ingested, nothing merged
+        node.gossip.protocol.version += 1  # as a merge does
+        assert await node.train_round()
+
+
+async def test_bad_interactions_are_refused_before_anything_is_stored(tmp_path: Path) -> None:
+    identity, broker = admit(Authority.create(tmp_path / "ca", "unit")), InMemoryBroker()
+    async with started(tmp_path / "n", identity, broker) as node:
+        one = np.array([1], dtype=np.int64)
+        with pytest.raises(ValueError, match=r"item ids must lie in \[0, 40\)"):
+            await node.ingest(one, np.array([N_ITEMS]), one)
+        with pytest.raises(ValueError, match="user ids must be >= 0"):
+            await node.ingest(np.array([-1]), one, one)
+        assert node.store.count_interactions() == 0
+
+
+def test_ingest_rows_are_validated_with_messages_naming_the_row() -> None:
+    users, items, times = parse_rows([[1, 2], [3, 4, 99]], now=1_000.0)
+    assert users.tolist() == [1, 3] and items.tolist() == [2, 4] and times.tolist() == [1000, 99]
+    for rows, message in [
+        ([], "non-empty list"),
+        ("1,2", "non-empty list"),
+        ([[1, 2], [1]], "row 1 must be"),
+        ([[1, "2"]], "row 0 must hold integers"),
+        ([[1, True]], "row 0 must hold integers"),
+        ([[1, -2]], "row 0 must hold integers"),
+        ([[2**63, 1]], "row 0 must hold integers"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            parse_rows(rows, now=0.0)
+
+
+async def test_two_nodes_over_the_control_api_see_each_other_and_recommend_unseen(
+    tmp_path: Path,
+) -> None:
+    authority, broker = Authority.create(tmp_path / "ca", "unit"), InMemoryBroker()
+    a, b = admit(authority), admit(authority)
+    async with started(tmp_path / "a", a, broker) as node_a, \
+            started(tmp_path / "b", b, broker) as node_b:  # fmt: skip
+        socket = tmp_path / "a.sock"
+        async with ControlServer(socket, handlers(node_a)), asyncio.TaskGroup() as group:
+            tasks = [group.create_task(node_a.run()), group.create_task(node_b.run())]
+            reply = await request(socket, "ingest", rows=[[5, 1], [5, 2], [5, 3]])
+            assert reply == {"received": 3, "added": 3, "interactions": 3}
+            items = (await request(socket, "recommend", user=5, k=N_ITEMS))["items"]
+            assert len(items) == N_ITEMS - 3 and not {1, 2, 3} & set(items)
+            with pytest.raises(ControlError, match=r"k must be an integer in \[1, 1000\]"):
+                await request(socket, "recommend", user=5, k=0)
+            for _ in range(100):
+                status = await request(socket, "status")
+                if status["updates_in"] and status["peers"][0]["bytes_in"]:
+                    break
+                await asyncio.sleep(0.05)
+            assert [p["node_id"] for p in status["peers"]] == [b.node_id.hex()]
+            assert status["peers"][0]["state"] == "alive" and status["bytes_out"] > 0
+            view = (await request(socket, "peers"))["nodes"]
+            assert [n["state"] for n in view] == ["self", "alive"]
+            assert view[1]["codec"] == "float16" and "interactions" not in view[1]
+            for task in tasks:
+                task.cancel()
+    assert (tmp_path / "a" / CHECKPOINT_FILE).exists()  # the final checkpoint of a stopped run
+
+
+async def test_metrics_are_served_on_loopback_in_prometheus_text(tmp_path: Path) -> None:
+    identity, broker = admit(Authority.create(tmp_path / "ca", "unit")), InMemoryBroker()
+    async with started(tmp_path / "n", identity, broker) as node:
+        node.gossip.counters.rejected["decode:shape"] += 2
+        port = free_port()
+        async with MetricsServer(port, node.status):
+            url = f"http://127.0.0.1:{port}/metrics"
+            text = await asyncio.to_thread(lambda: urllib.request.urlopen(url, timeout=5).read())
+    lines = text.decode().splitlines()
+    assert 'gossiprec_rejected_total{reason="decode:shape"} 2' in lines
+    assert "gossiprec_broker_connected 1" in lines
+    assert 'gossiprec_peers{state="alive"} 0' in lines
+    assert exposition(node.status()).count("# TYPE") == 12
+
+
+def test_json_log_lines_carry_level_logger_and_message() -> None:
+    record = logging.LogRecord("node.daemon", logging.INFO, __file__, 1, "up: %s", ("x",), None)
+    assert json.loads(JsonLines().format(record))["message"] == "up: x"
+    assert json.loads(JsonLines().format(record))["logger"] == "node.daemon"
+
+
+def test_the_fair_lock_serves_waiters_in_arrival_order() -> None:
+    lock, order = FairLock(), []
+
+    def take(name: int) -> None:
+        with lock:
+            order.append(name)
+
+    lock.acquire()
+    threads = []
+    for name in range(4):
+        thread = threading.Thread(target=take, args=(name,))
+        thread.start()
+        threads.append(thread)
+        while lock._next_ticket != name + 2:  # wait until this one queues
+            time.sleep(0.001)
+    lock.release()
+    for thread in threads:
+        thread.join(5)
+    assert order == [0, 1, 2, 3]
