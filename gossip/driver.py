@@ -47,14 +47,15 @@ class Identity:
         return self.keys.node_id
 
 
-def subscriptions(identity: Identity) -> list[str]:
-    return [topics.inbox(identity.network, identity.node_id), topics.all_presence(identity.network),
-            topics.crl(identity.network)]  # fmt: skip
+def subscriptions(identity: Identity, shards: int = 1) -> list[str]:
+    network, node_id = identity.network, identity.node_id
+    presence = topics.presence_subscriptions(network, node_id, shards)
+    return [topics.inbox(network, node_id), *presence, topics.crl(network)]
 
 
-def last_will(identity: Identity) -> LastWill:
+def last_will(identity: Identity, shards: int = 1) -> LastWill:
     """An empty retained presence: the broker clears the beacon when the node dies uncleanly."""
-    return LastWill(topics.presence(identity.network, identity.node_id), b"", retain=True)
+    return LastWill(topics.presence(identity.network, identity.node_id, shards), b"", retain=True)
 
 
 @dataclass
@@ -102,6 +103,7 @@ class GossipNode:
         clock: Callable[[], float] = time.time,
         lock: FairLock | None = None,
         status: Callable[[], dict[str, object]] | None = None,
+        presence_shards: int = 1,
     ) -> None:
         self.identity = identity
         self.transport = transport
@@ -124,7 +126,7 @@ class GossipNode:
         self._beacons = StatementVerifier(
             identity.trust, max_age=protocol.config.membership.dead_after
         )
-        self._presence_topic = topics.presence(identity.network, identity.node_id)
+        self._presence_topic = topics.presence(identity.network, identity.node_id, presence_shards)
 
     # -- lifetime --------------------------------------------------------------------------------
 

@@ -18,6 +18,8 @@ from urllib.parse import urlsplit
 
 from gossip.codec import CODECS
 from gossip.protocol import STRATEGIES
+from gossip.topics import MAX_SHARDS
+from node.recommender import OPTIMIZERS
 
 
 class ConfigError(Exception):
@@ -33,6 +35,12 @@ def _positive(value: Any) -> str | None:
 
 def _one_of(choices: tuple[str, ...]) -> Check:
     return lambda value: None if value in choices else f"must be one of {', '.join(choices)}"
+
+
+def _power_of_two(value: Any) -> str | None:
+    if 1 <= value <= MAX_SHARDS and value & (value - 1) == 0:
+        return None
+    return f"must be a power of two in 1..{MAX_SHARDS}"
 
 
 def _mqtt_url(value: Any) -> str | None:
@@ -75,10 +83,14 @@ FIELDS = (
     Field("gossip.heartbeat", float, 5.0, _positive),
     Field("gossip.suspect_after", float, 15.0, _positive),
     Field("gossip.dead_after", float, 45.0, _positive),
+    Field("gossip.presence_shards", int, 1, _power_of_two, help="> 1: partial views; same on all"),
     Field("model.n_items", int, None, _positive, required=True, help="shared item catalogue size"),
     Field("model.dim", int, 32, _positive),
-    Field("model.seed", int, 0),
+    Field("model.seed", int, 0, help="the same on every node: all start from one model"),
+    Field("model.optimizer", str, "sgd", _one_of(OPTIMIZERS)),
+    Field("model.lr", float, 40.0, _positive, help="SGD on each node's mean loss"),
     Field("train.period", float, 1.0, _positive, help="seconds between training rounds"),
+    Field("train.epochs", int, 5, _positive, help="local epochs per training round"),
     Field("train.online_steps", int, 20, _positive, help="steps on a user's new interactions"),
     Field("control.socket", Path, None, help="default: DATA_DIR/control.sock"),
     Field("metrics.port", int, 0, lambda v: None if 0 <= v < 65_536 else "must be 0..65535"),
@@ -101,10 +113,14 @@ class NodeConfig:
     gossip_heartbeat: float
     gossip_suspect_after: float
     gossip_dead_after: float
+    gossip_presence_shards: int
     model_n_items: int
     model_dim: int
     model_seed: int
+    model_optimizer: str
+    model_lr: float
     train_period: float
+    train_epochs: int
     train_online_steps: int
     control_socket: Path
     metrics_port: int

@@ -48,8 +48,9 @@ async def serve(config: NodeConfig) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    transport = MqttTransport(mqtt_config(config), identity.node_id.hex(),
-                              subscriptions(identity), last_will(identity))  # fmt: skip
+    shards = config.gossip_presence_shards
+    topics, will = subscriptions(identity, shards), last_will(identity, shards)
+    transport = MqttTransport(mqtt_config(config), identity.node_id.hex(), topics, will)
     async with contextlib.AsyncExitStack() as stack:
         await stack.enter_async_context(transport)
         node = Node(config, identity, transport)

@@ -51,7 +51,9 @@ class Node:
         self.started_at = clock()
         self._clock = clock
         self.store = Store(config.data_dir / "store.sqlite")
-        model_config = model_config or BPRConfig(dim=config.model_dim, seed=config.model_seed)
+        model_config = model_config or BPRConfig(dim=config.model_dim, seed=config.model_seed,
+                                                 lr=config.model_lr,
+                                                 optimizer=config.model_optimizer)  # fmt: skip
         self.model = BPRMF(config.model_n_items, model_config)
         meta = self._restore()
         self.training_steps: int = meta.get("training_steps", 0)
@@ -63,7 +65,8 @@ class Node:
         protocol.version = meta.get("version", 0)
         self.gossip = GossipNode(identity, transport, protocol, config.data_dir / "gossip",
                                  heartbeat=config.gossip_heartbeat, clock=clock, lock=self.lock,
-                                 status=self._beacon)  # fmt: skip
+                                 status=self._beacon,
+                                 presence_shards=config.gossip_presence_shards)  # fmt: skip
         self._trained_version = -1  # the model version the last training round started from
         self._new_data = True
 
@@ -116,7 +119,9 @@ class Node:
             return False
         self._new_data = False
         self._trained_version = version
-        await asyncio.to_thread(self._train, self.model.steps_per_epoch())
+        await asyncio.to_thread(
+            self._train, self.config.train_epochs * self.model.steps_per_epoch()
+        )
         return True
 
     def _train(self, steps: int) -> None:

@@ -52,6 +52,9 @@ class Recommender(Protocol):
         ...
 
 
+OPTIMIZERS = ("adam", "sgd")
+
+
 @dataclass(frozen=True)
 class BPRConfig:
     # Tuned on ML-100K validation HR@10 (never on test); see sim/baselines.py.
@@ -62,6 +65,10 @@ class BPRConfig:
     negatives: int = 8
     init_std: float = 0.1
     seed: int = 0
+    # Adam for one model on all data. Gossip averages every node's update into a mean over
+    # nodes, and Adam's per-coordinate normalisation turns each node's few gradients into
+    # full-size noisy steps; plain SGD keeps that mean an SGD step on the global loss.
+    optimizer: str = "adam"
 
     def __post_init__(self) -> None:
         for name in ("dim", "batch_size", "negatives"):
@@ -71,6 +78,8 @@ class BPRConfig:
             raise ValueError(f"BPRConfig.lr must be > 0, got {self.lr}")
         if self.l2 < 0:
             raise ValueError(f"BPRConfig.l2 must be >= 0, got {self.l2}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"BPRConfig.optimizer must be one of {', '.join(OPTIMIZERS)}")
 
 
 class BPRMF:
@@ -97,8 +106,8 @@ class BPRMF:
         self._keys = np.zeros(0, dtype=np.int64)
         self._order = np.zeros(0, dtype=np.int64)
         self._cursor = 0
-        self._item_optimizer = torch.optim.Adam([self.item_embedding, self.item_bias], lr=config.lr)
-        self._user_optimizer = torch.optim.Adam([self.user_embedding], lr=config.lr)
+        self._item_optimizer = self._optimizer([self.item_embedding, self.item_bias])
+        self._user_optimizer = self._optimizer([self.user_embedding])
 
     # -- state -----------------------------------------------------------------------------------
 
@@ -136,7 +145,7 @@ class BPRMF:
         self._row_user = [int(u) for u in users]
         self._user_row = {user: row for row, user in enumerate(self._row_user)}
         self.user_embedding = torch.nn.Parameter(torch.from_numpy(user_embedding.copy()))
-        self._user_optimizer = torch.optim.Adam([self.user_embedding], lr=self.config.lr)
+        self._user_optimizer = self._optimizer([self.user_embedding])
 
     @property
     def users(self) -> list[int]:
@@ -183,13 +192,18 @@ class BPRMF:
         grown = torch.cat([self.user_embedding.detach(), self._init((len(new), self.config.dim))])
         self.user_embedding = torch.nn.Parameter(grown)
         # A fresh optimizer for the grown table; the item optimizer keeps its moments.
-        self._user_optimizer = torch.optim.Adam([self.user_embedding], lr=self.config.lr)
+        self._user_optimizer = self._optimizer([self.user_embedding])
 
     def _contains(self, keys: IntArray) -> npt.NDArray[np.bool_]:
         if not len(self._keys):
             return np.zeros(len(keys), dtype=bool)
         at = np.minimum(np.searchsorted(self._keys, keys), len(self._keys) - 1)
         return np.asarray(self._keys[at] == keys)
+
+    def _optimizer(self, params: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
+        if self.config.optimizer == "sgd":
+            return torch.optim.SGD(params, lr=self.config.lr)
+        return torch.optim.Adam(params, lr=self.config.lr)
 
     def _init(self, shape: tuple[int, int]) -> torch.Tensor:
         return torch.randn(shape, generator=self._torch_rng) * self.config.init_std
