@@ -10,9 +10,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from crypto.errors import CryptoError
-from node import cli_bench, cli_control, cli_identity, cli_node
+from node import cli_bench, cli_control, cli_identity, cli_node, cli_sim
 from node.config import ConfigError
 from node.control import ControlError
+from node.interactions_csv import IngestError
 from node.output import emit_json, help_handler, table
 
 if TYPE_CHECKING:
@@ -39,7 +40,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return handler(args)
     except (UsageError, CryptoError, cli_identity.IdentityError, ConfigError,
-            cli_control.IngestError) as error:  # fmt: skip
+            IngestError) as error:  # fmt: skip
         print(f"gossiprec: error: {error}", file=sys.stderr)
         return 2
     except ControlError as error:  # the node is down or refused: exit 1, as healthchecks expect
@@ -62,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_bench.register(commands)
     cli_node.register(commands)
     cli_control.register(commands)
+    cli_sim.register(commands)
     return parser
 
 

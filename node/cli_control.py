@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import csv
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,14 +11,10 @@ from typing import Any, TypeAlias
 
 from node.config import load_config
 from node.control import request
+from node.interactions_csv import INGEST_BATCH, IngestError, read_csv
 from node.output import emit_json, table
 
 Commands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
-INGEST_BATCH = 5_000  # rows per request: well under the control API's 1 MB request limit
-
-
-class IngestError(Exception):
-    """An input row is unusable; the message names the file, the line and the fix."""
 
 
 def register(commands: Commands) -> None:
@@ -139,31 +134,6 @@ def run_ingest(args: argparse.Namespace) -> int:
         print(f"stored {added} new of {received} interactions "
               f"(node now holds {result['interactions']})")  # fmt: skip
     return 0
-
-
-def read_csv(path: Path, batch: int) -> Iterator[list[list[int]]]:
-    """Rows of user,item[,timestamp] in batches; a header line is skipped."""
-    rows: list[list[int]] = []
-    try:
-        with path.open(newline="") as handle:
-            for line, record in enumerate(csv.reader(handle), 1):
-                if not record or (line == 1 and not record[0].strip().isdigit()):
-                    continue
-                try:
-                    values = [int(field) for field in record[:3]]
-                except ValueError:
-                    raise IngestError(f"{path}:{line}: {record!r} is not user,item[,timestamp] "
-                                      "as integers. Fix that line.") from None  # fmt: skip
-                if len(values) < 2:
-                    raise IngestError(f"{path}:{line}: needs at least user,item")
-                rows.append(values)
-                if len(rows) == batch:
-                    yield rows
-                    rows = []
-    except OSError as exc:
-        raise IngestError(f"cannot read {path}: {exc.strerror}") from exc
-    if rows:
-        yield rows
 
 
 def duration(seconds: float) -> str:

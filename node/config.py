@@ -71,6 +71,8 @@ class Field:
 
 FIELDS = (
     Field("node.data_dir", Path, None, required=True, help="keys, certificate, store, checkpoints"),
+    Field("node.identity_dir", Path, None, help="keys and certificate; default: node.data_dir"),
+    Field("node.import_csv", Path, None, help="user,item[,time] rows loaded at start (idempotent)"),
     Field("node.checkpoint_period", float, 60.0, _positive, help="seconds between checkpoints"),
     Field("broker.url", str, "mqtt://127.0.0.1:1883", _mqtt_url),
     Field("broker.username", str, ""),
@@ -101,6 +103,8 @@ FIELDS = (
 @dataclass(frozen=True)
 class NodeConfig:
     data_dir: Path
+    node_identity_dir: Path
+    node_import_csv: Path | None
     node_checkpoint_period: float
     broker_url: str
     broker_username: str
@@ -155,6 +159,8 @@ def load_config(path: Path | None, environ: Mapping[str, str] | None = None) -> 
             "gossip.suspect_after must be less than gossip.dead_after. Fix: "
             "lower gossip.suspect_after or raise gossip.dead_after."
         )
+    if values["node_identity_dir"] is None:
+        values["node_identity_dir"] = values["node_data_dir"]
     if values["control_socket"] is None:
         values["control_socket"] = values["node_data_dir"] / "control.sock"
     values["data_dir"] = values.pop("node_data_dir")

@@ -12,6 +12,8 @@ import asyncio
 import contextlib
 import logging
 import signal
+import time
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from gossip.driver import Identity, last_will, subscriptions
@@ -19,8 +21,9 @@ from gossip.mqtt import MqttConfig, MqttTransport
 from node.cli_identity import load_identity
 from node.config import NodeConfig
 from node.control import ControlServer
+from node.interactions_csv import INGEST_BATCH, read_csv
 from node.node import Node
-from node.node_api import handlers
+from node.node_api import handlers, parse_rows
 from node.prometheus import MetricsServer
 
 log = logging.getLogger(__name__)
@@ -36,8 +39,17 @@ def mqtt_config(config: NodeConfig) -> MqttConfig:
                       protocol=config.broker_protocol)  # fmt: skip
 
 
+async def import_csv(node: Node, path: Path) -> None:
+    """Load a CSV of interactions at start; rows already stored are no-ops, so restarts are safe."""
+    added = 0
+    for rows in read_csv(path, INGEST_BATCH):
+        users, items, times = parse_rows(rows, time.time())
+        added += await node.ingest(users, items, times)
+    log.info("imported %s: %d new interactions", path, added)
+
+
 def load_node_identity(config: NodeConfig) -> Identity:
-    keys, certificate, trust = load_identity(config.data_dir)
+    keys, certificate, trust = load_identity(config.node_identity_dir)
     return Identity(keys, certificate, trust)
 
 
@@ -58,6 +70,8 @@ async def serve(config: NodeConfig) -> None:
         await stack.enter_async_context(ControlServer(config.control_socket, handlers(node)))
         if config.metrics_port:
             await stack.enter_async_context(MetricsServer(config.metrics_port, node.status))
+        if config.node_import_csv is not None:
+            await import_csv(node, config.node_import_csv)
         log.info("node %s up: network %s, broker %s, control %s", identity.node_id.hex(),
                  identity.network, config.broker_url, config.control_socket)  # fmt: skip
         async with asyncio.TaskGroup() as group:

@@ -100,24 +100,26 @@ def local_only(
     config: BPRConfig | None = None,
     *,
     epochs: int = 10,
+    groups: list[IntArray] | None = None,
     show_progress: bool = True,
 ) -> BaselineResult:
-    """Each user trains their own BPR-MF on their own interactions only, then is scored by it."""
+    """Each node (by default: each user) trains its own BPR-MF on its own interactions only,
+    and its users are scored by it."""
     config = config or BPRConfig()
     start = time.perf_counter()
     users_all, items_all = train_and_valid_pairs(split)
     evaluated = split.evaluated_users()
+    groups = groups if groups is not None else [np.array([u]) for u in evaluated]
     scores = np.zeros((split.n_users, split.n_items), dtype=np.float32)
-    order = np.argsort(users_all, kind="stable")
-    bounds = np.searchsorted(users_all[order], np.arange(split.n_users + 1))
     all_items = np.arange(split.n_items)[None, :]
-    with Progress(len(evaluated), "local-only: one model per user", enabled=show_progress) as bar:
-        for user in evaluated:
-            mine = order[bounds[user] : bounds[user + 1]]
-            model = BPRMF(split.n_items, replace(config, seed=config.seed + int(user)))
+    with Progress(len(groups), "local-only: one model per node", enabled=show_progress) as bar:
+        for group in groups:
+            mine = np.isin(users_all, group)
+            model = BPRMF(split.n_items, replace(config, seed=config.seed + int(group[0])))
             model.add_interactions(users_all[mine], items_all[mine])
             model.train_steps(epochs * model.steps_per_epoch())
-            scores[user] = model.score(np.array([user]), all_items)[0]
+            for user in group:
+                scores[user] = model.score(np.array([user]), all_items)[0]
             bar.advance()
     metrics = evaluate(split, matrix_scorer(scores))
     return BaselineResult("local-only BPR-MF", metrics, time.perf_counter() - start, epochs)

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Self
+from urllib.parse import urlsplit
 
 SEARCH_PATH = ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto", "/usr/bin/mosquitto")
 
@@ -36,12 +41,14 @@ def free_port() -> int:
 class Mosquitto:
     """`with Mosquitto() as broker:` a broker on 127.0.0.1:`broker.port`, gone afterwards."""
 
+    name = "mosquitto"
+
     def __init__(self, port: int | None = None, extra_config: str = "") -> None:
-        binary = find_mosquitto()
+        binary = self._find()
         if binary is None:
             raise BrokerError("mosquitto not found. Fix: apt-get install mosquitto "
                               "(or pass --broker mqtt://HOST:PORT).")  # fmt: skip
-        self.binary = binary
+        self.binary: str = binary
         self.port = port or free_port()
         self.extra_config = extra_config
         self._folder = Path(tempfile.mkdtemp(prefix="gossiprec-mosquitto-"))
@@ -56,29 +63,38 @@ class Mosquitto:
         return self._folder / "mosquitto.log"
 
     def start(self, timeout: float = 10.0) -> None:
-        config = self._folder / "mosquitto.conf"
-        config.write_text(
-            f"listener {self.port} 127.0.0.1\n"
-            "persistence false\n"
-            f"log_dest file {self.log_path}\n"
-            "log_type error\nlog_type warning\n"
-            "max_packet_size 16777216\n" + (self.extra_config or "allow_anonymous true\n")
-        )
+        command = self._command()
         log = self.log_path.open("ab")
-        self._process = subprocess.Popen([self.binary, "-c", str(config)], stdout=log,
-                                         stderr=subprocess.STDOUT)  # fmt: skip
+        self._process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
         log.close()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
-                raise BrokerError(f"mosquitto exited at start: {self.log_path.read_text()[-500:]}")
+                raise BrokerError(
+                    f"{self.name} exited at start: {self.log_path.read_text()[-500:]}"
+                )
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
                     return
             except OSError:
                 time.sleep(0.05)
         self.stop()
-        raise BrokerError(f"mosquitto did not listen on port {self.port} within {timeout}s")
+        raise BrokerError(f"{self.name} did not listen on port {self.port} within {timeout}s")
+
+    def _command(self) -> list[str]:
+        config = self._folder / "mosquitto.conf"
+        config.write_text(
+            f"listener {self.port} 127.0.0.1\n"
+            "persistence false\n"
+            f"log_dest file {self.log_path}\n"
+            "log_type error\nlog_type warning\n"
+            "max_packet_size 16777216\n"
+            # Started as root, mosquitto switches to its own user, which cannot read files in
+            # the caller's private folders (password and ACL files, its log); stay the caller.
+            + ("user root\n" if os.geteuid() == 0 else "")
+            + (self.extra_config or "allow_anonymous true\n")
+        )
+        return [self.binary, "-c", str(config)]
 
     def stop(self) -> None:
         if self._process is not None and self._process.poll() is None:
@@ -109,3 +125,50 @@ class Mosquitto:
                  trace: TracebackType | None) -> None:  # fmt: skip
         self.stop()
         shutil.rmtree(self._folder, ignore_errors=True)
+
+    def _find(self) -> str | None:
+        return find_mosquitto()
+
+
+class EmbeddedBroker(Mosquitto):
+    """amqtt (pure Python, MQTT 3.1.1) in a child process: the broker of last resort, so that
+    `gossiprec sim` runs where mosquitto is not installed. Anonymous, loopback only."""
+
+    name = "amqtt"
+
+    def _find(self) -> str | None:
+        return sys.executable
+
+    def _command(self) -> list[str]:
+        config = self._folder / "amqtt.yaml"
+        config.write_text(
+            f"listeners:\n  default:\n    type: tcp\n    bind: 127.0.0.1:{self.port}\n"
+            "plugins:\n  amqtt.plugins.authentication.AnonymousAuthPlugin:\n"
+            "    allow_anonymous: true\n"
+        )
+        return [self.binary, "-c", "from amqtt.scripts.broker_script import main; main()",
+                "-c", str(config)]  # fmt: skip
+
+
+@dataclass(frozen=True)
+class BrokerAddress:
+    host: str
+    port: int
+    protocol: int  # 5, or 4 (MQTT 3.1.1) for amqtt
+    description: str
+
+
+@contextlib.contextmanager
+def any_broker(url: str | None) -> Iterator[BrokerAddress]:
+    """The broker at `url`, else a private mosquitto from PATH, else an embedded amqtt."""
+    if url:
+        parts = urlsplit(url)
+        if parts.scheme != "mqtt" or not parts.hostname:
+            raise BrokerError(f"--broker {url!r} must look like mqtt://HOST:PORT")
+        yield BrokerAddress(parts.hostname, parts.port or 1883, 5, url)
+        return
+    broker: Mosquitto = Mosquitto() if find_mosquitto() else EmbeddedBroker()
+    protocol = 4 if isinstance(broker, EmbeddedBroker) else 5
+    with broker:
+        yield BrokerAddress("127.0.0.1", broker.port, protocol,
+                            f"{broker.name} on 127.0.0.1:{broker.port}, started here")  # fmt: skip

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -93,3 +93,13 @@ def _sample_negatives(interacted: np.ndarray, rng: np.random.Generator) -> IntAr
         take = min(N_NEGATIVES, len(pool))
         out[user, :take] = rng.choice(pool, size=take, replace=False)
     return out
+
+
+def restrict(split: LeaveOneOut, users: IntArray) -> LeaveOneOut:
+    """The same split with only these users' interactions and held-out items."""
+    keep_user = np.zeros(split.n_users, dtype=bool)
+    keep_user[users] = True
+    keep = keep_user[split.train_users]
+    return replace(split, train_users=split.train_users[keep], train_items=split.train_items[keep],
+                   valid_item=np.where(keep_user, split.valid_item, -1),
+                   test_item=np.where(keep_user, split.test_item, -1))  # fmt: skip

@@ -51,9 +51,10 @@ def gossiprec(*args: str, env: dict[str, str] | None = None,
 class Daemon:
     """`gossiprec node run --config CONFIG` as a child process, its log in DATA_DIR/daemon.log."""
 
-    def __init__(self, config: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(self, config: Path, env: dict[str, str] | None = None,
+                 socket: Path | None = None) -> None:  # fmt: skip
         self.config = config
-        self.socket = config.parent / "control.sock"
+        self.socket = socket or config.parent / "control.sock"
         self.log = config.parent / "daemon.log"
         self.env = {**os.environ, **FAST_ENV, **(env or {})}
         self.process: subprocess.Popen[bytes] | None = None
