@@ -145,14 +145,17 @@ class GossipNode:
 
     async def _heartbeat_loop(self) -> None:
         while True:
-            await self.announce()
-            await asyncio.sleep(self.heartbeat)
+            announced = await self.announce()
+            # Not connected yet (or the broker is away): try again soon, not a heartbeat later.
+            await asyncio.sleep(self.heartbeat if announced else min(self.heartbeat, 0.5))
 
-    async def announce(self) -> None:
+    async def announce(self) -> bool:
         body = pack({"v": self.protocol.version, "s": self._status()})
         beacon = sign_statement(self.identity.keys, self.identity.certificate, body, self._clock())
         if await self.transport.publish(self._presence_topic, beacon, retain=True):
             self.counters.beacons_sent += 1
+            return True
+        return False
 
     async def _gossip_loop(self) -> None:
         while True:

@@ -91,6 +91,7 @@ FIELDS = (
     Field("model.seed", int, 0, help="the same on every node: all start from one model"),
     Field("model.optimizer", str, "sgd", _one_of(OPTIMIZERS)),
     Field("model.lr", float, 40.0, _positive, help="SGD on each node's mean loss"),
+    Field("model.clip", float, 0.01, _positive, help="largest gradient norm per step"),
     Field("train.period", float, 1.0, _positive, help="seconds between training rounds"),
     Field("train.epochs", int, 5, _positive, help="local epochs per training round"),
     Field("train.online_steps", int, 20, _positive, help="steps on a user's new interactions"),
@@ -123,6 +124,7 @@ class NodeConfig:
     model_seed: int
     model_optimizer: str
     model_lr: float
+    model_clip: float
     train_period: float
     train_epochs: int
     train_online_steps: int

@@ -52,7 +52,7 @@ class Node:
         self._clock = clock
         self.store = Store(config.data_dir / "store.sqlite")
         model_config = model_config or BPRConfig(dim=config.model_dim, seed=config.model_seed,
-                                                 lr=config.model_lr,
+                                                 lr=config.model_lr, clip=config.model_clip,
                                                  optimizer=config.model_optimizer)  # fmt: skip
         self.model = BPRMF(config.model_n_items, model_config)
         meta = self._restore()

@@ -69,6 +69,9 @@ class BPRConfig:
     # nodes, and Adam's per-coordinate normalisation turns each node's few gradients into
     # full-size noisy steps; plain SGD keeps that mean an SGD step on the global loss.
     optimizer: str = "adam"
+    # Largest gradient norm per step (0 = no limit). With SGD at gossip's high learning rate, a
+    # node holding a handful of interactions would otherwise take huge steps and diverge.
+    clip: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("dim", "batch_size", "negatives"):
@@ -270,6 +273,10 @@ class BPRMF:
         self._item_optimizer.zero_grad(set_to_none=True)
         self._user_optimizer.zero_grad(set_to_none=True)
         loss_total.backward()  # type: ignore[no-untyped-call]
+        if self.config.clip:
+            torch.nn.utils.clip_grad_norm_(
+                [self.user_embedding, self.item_embedding, self.item_bias], self.config.clip
+            )
         self._item_optimizer.step()
         self._user_optimizer.step()
         return float(loss.detach())

@@ -105,11 +105,10 @@ def test_generated_node_services_converge_behind_auth_and_acl(project: Path) -> 
             daemon.start()
         try:
             statuses = [d.wait_ready() for d in daemons]
-            for name, status in zip(names, statuses, strict=True):
-                shard = project / "nodes" / name / "identity" / "shard.csv"
-                rows = len(shard.read_text().splitlines()) - 1
-                assert wait_for(lambda d=daemons[names.index(name)], r=rows:
-                                d.ask("status")["interactions"] == r, 30)  # fmt: skip
+            shards = [project / "nodes" / n / "identity" / "shard.csv" for n in names]
+            expected = [len(shard.read_text().splitlines()) - 1 for shard in shards]
+            assert wait_for(lambda: [d.ask("status")["interactions"] for d in daemons] == expected,
+                            30), "every node imports its data shard at start"  # fmt: skip
             assert wait_for(lambda: all(alive_peers(d.ask("status")) == NODES - 1
                                         for d in daemons), 30)  # fmt: skip
             assert wait_for(lambda: all(d.ask("status")["updates_in"] >= 20 for d in daemons), 60)
