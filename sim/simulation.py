@@ -258,6 +258,10 @@ class Simulation:
                     await self._evaluate_late(now)
                 self._on_tick(now, point)
                 await asyncio.sleep(1.0)
+            for slot in self.slots:  # churn ends: those away come back (from their checkpoints)
+                if not slot.online:
+                    await self.prepare(slot)
+                    self._start(group, slot, time.monotonic() - begin)
             self.run.points.append(await self._evaluate(time.monotonic() - begin))
             users = np.concatenate([s.users for s in self.slots])
             self.run.final = await asyncio.to_thread(evaluate, self.split, self._score_all(), users)

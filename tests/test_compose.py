@@ -87,7 +87,7 @@ async def _retained_presence(port: int, user: str, password: str) -> dict[str, b
         with pytest.raises(TimeoutError):
             async with asyncio.timeout(1.0):
                 async for message in client.messages:
-                    seen[str(message.topic)] = bytes(message.payload)  # type: ignore[arg-type]
+                    seen[str(message.topic)] = bytes(message.payload)
     return seen
 
 

@@ -1,0 +1,103 @@
+"""`gossiprec sim` on real ML-100K and a real broker: learning, faults, partitions, report."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from node.cli import main
+from sim.baselines import local_only
+from sim.broker import BrokerAddress, EmbeddedBroker, Mosquitto
+from sim.dataset import Dataset
+from sim.partition import genre_skew, partition_users
+from sim.simulation import SimConfig, SimRun, presence_shards, simulate
+from sim.split import LeaveOneOut, restrict
+
+pytestmark = [pytest.mark.slow]
+
+
+def small(split: LeaveOneOut, nodes: int, users_per_node: int) -> tuple[LeaveOneOut, list]:  # type: ignore[type-arg]
+    groups = partition_users(split, users_per_node, seed=0)[:nodes]
+    return restrict(split, np.concatenate(groups)), groups
+
+
+def run(split: LeaveOneOut, groups: list, broker: BrokerAddress, **options: float) -> SimRun:  # type: ignore[type-arg]
+    config = SimConfig(**{"duration": 15.0, "period": 0.5, "eval_every": 3.0, **options})  # type: ignore[arg-type]
+    return asyncio.run(simulate(split, groups, config, broker))
+
+
+@pytest.mark.mosquitto
+def test_a_small_simulation_learns_well_above_local_only(
+    ml100k_split: LeaveOneOut, mosquitto: Mosquitto
+) -> None:
+    split, groups = small(ml100k_split, nodes=8, users_per_node=20)
+    alone = local_only(split, groups=groups, show_progress=False).metrics.hr10
+    result = run(split, groups, BrokerAddress("127.0.0.1", mosquitto.port, 5, "test"),
+                 late_joiners=2)  # fmt: skip
+    assert result.final is not None and result.final.users == 160
+    assert result.final.hr10 > alone + 0.1, (result.final, alone)
+    assert result.points[-1].megabytes > result.points[0].megabytes
+    assert result.rejected.keys() <= {"envelope:unknown_sender"}
+    # Late joiners came in halfway, merged with the network and learned from it.
+    assert result.late and result.late[-1].merges_per_late_node >= 2
+    assert result.late[-1].late_hr10 > alone
+
+
+@pytest.mark.mosquitto
+def test_churn_and_message_loss_slow_but_do_not_stop_learning(
+    ml100k_split: LeaveOneOut, mosquitto: Mosquitto
+) -> None:
+    split, groups = small(ml100k_split, nodes=6, users_per_node=20)
+    alone = local_only(split, groups=groups, show_progress=False).metrics.hr10
+    result = run(split, groups, BrokerAddress("127.0.0.1", mosquitto.port, 5, "test"),
+                 churn=12.0, downtime=2.0, drop=0.2)  # fmt: skip
+    assert result.restarts >= 2 and result.dropped_messages > 0
+    assert result.final is not None and result.final.hr10 > alone + 0.05, (result.final, alone)
+
+
+def test_the_embedded_broker_carries_a_simulation(ml100k_split: LeaveOneOut) -> None:
+    split, groups = small(ml100k_split, nodes=4, users_per_node=10)
+    with EmbeddedBroker() as broker:  # amqtt speaks MQTT 3.1.1 only
+        result = run(split, groups, BrokerAddress("127.0.0.1", broker.port, 4, "amqtt"),
+                     duration=8.0)  # fmt: skip
+    assert result.points[-1].merges_per_node >= 2 and result.final is not None
+
+
+def test_genre_partitions_are_skewed_by_alpha_and_cover_every_user_once(
+    ml100k: Dataset, ml100k_split: LeaveOneOut
+) -> None:
+    skews = {}
+    for alpha in (0.05, 100.0):
+        groups = partition_users(ml100k_split, 30, alpha=alpha, item_genres=ml100k.item_genres)
+        users = np.concatenate(groups)
+        assert len(users) == len(np.unique(users)) == ml100k.n_users
+        assert max(len(g) for g in groups) <= 30
+        skews[alpha] = genre_skew(groups, ml100k_split, ml100k.item_genres)
+    assert skews[0.05] > skews[100.0] + 0.15, skews
+    one_each = partition_users(ml100k_split, 1)
+    assert len(one_each) == ml100k.n_users and all(len(g) == 1 for g in one_each)
+
+
+def test_presence_is_sharded_only_where_views_would_grow_large() -> None:
+    assert presence_shards(32) == 1 and presence_shards(64) == 1
+    assert presence_shards(943) == 128  # 943 * 8 / 128 = 59 peers in view
+
+
+@pytest.mark.mosquitto
+def test_the_cli_writes_the_report_table_json_and_plot(
+    tmp_path: Path, ml100k: Dataset, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "report"
+    code = main(["sim", "--nodes", "4", "--users-per-node", "10", "--duration", "6",
+                 "--period", "0.5", "--eval-every", "2", "--out", str(out)])  # fmt: skip
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "gossip BPR-MF" in printed and "centralized BPR-MF" in printed
+    report = json.loads((out / "report.json").read_text())
+    assert report["gossip"]["nodes"] == 4 and len(report["series"]) >= 3
+    assert {b["name"] for b in report["baselines"]} >= {"centralized BPR-MF", "local-only BPR-MF"}
+    assert (out / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
