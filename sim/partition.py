@@ -1,9 +1,9 @@
 """Which users live on which node.
 
 `users_per_node=1` is one device per user. With more users per node, users are either dealt out
-at random (IID) or, with `alpha`, by item genre: every node draws a genre mixture from a
-Dirichlet(alpha) and takes users whose favourite genre it drew, so a small alpha gives nodes that
-each serve one taste (a horror-film shop, a children's library) — the non-IID case.
+at random (IID) or, with `alpha`, by favourite item genre in Dirichlet(alpha) proportions, so a
+small alpha gives nodes that each serve one taste (a horror-film shop, a children's library):
+the non-IID case.
 """
 
 from __future__ import annotations
@@ -33,20 +33,16 @@ def partition_users(
         raise ValueError(f"alpha must be > 0, got {alpha}")
     if item_genres is None or item_genres.shape[0] != split.n_items or not item_genres.shape[1]:
         raise ValueError("a genre partition needs the dataset's item genres")
+    # Dirichlet label skew (Hsu et al., 2019), the label being a user's favourite genre: each
+    # genre's users are spread over the nodes in Dirichlet(alpha) proportions. Small alpha puts
+    # each genre on a few nodes; node sizes then vary around users_per_node.
     favourite = _favourite_genres(split, item_genres)
-    waiting = {int(g): list(users[favourite[users] == g]) for g in np.unique(favourite[users])}
-    mixtures = rng.dirichlet(np.full(item_genres.shape[1], alpha), size=n_nodes)
     nodes: list[list[int]] = [[] for _ in range(n_nodes)]
-    for _ in range(users_per_node):
-        for index in rng.permutation(n_nodes):
-            if not waiting:
-                break
-            genre = int(rng.choice(len(mixtures[index]), p=mixtures[index]))
-            if genre not in waiting:  # that taste is used up: the closest one left in the mix
-                genre = max(waiting, key=lambda g: mixtures[index][g])
-            nodes[index].append(int(waiting[genre].pop()))
-            if not waiting[genre]:
-                del waiting[genre]
+    for genre in np.unique(favourite[users]):
+        members = users[favourite[users] == genre]
+        counts = rng.multinomial(len(members), rng.dirichlet(np.full(n_nodes, alpha)))
+        for index, part in enumerate(np.split(members, np.cumsum(counts)[:-1])):
+            nodes[index].extend(int(u) for u in part)
     return [np.sort(np.array(node, dtype=np.int64)) for node in nodes if node]
 
 
