@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import math
 import random
@@ -18,9 +19,10 @@ import resource
 import tempfile
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -40,6 +42,7 @@ from sim.split import LeaveOneOut
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
 TARGET_VIEW = 64  # peers a node should see through sharded presence, about
 
 
@@ -170,6 +173,7 @@ class Simulation:
         late = self._rng.sample(range(len(self.slots)), min(config.late_joiners, len(self.slots)))
         self.late = [self.slots[i] for i in sorted(late)]
         self.run = SimRun(nodes=len(self.slots), shards=self.shards)
+        self._evaluator = ThreadPoolExecutor(1, thread_name_prefix="sim-evaluation")
 
     def _node_config(self, slot: Slot) -> Any:
         c = self.config
@@ -186,8 +190,8 @@ class Simulation:
     def _transport(self, slot: Slot) -> Transport:
         broker = self.broker
         mqtt = MqttConfig(host=broker.host, port=broker.port, protocol=broker.protocol,
-                          keepalive=30, timeout=30.0, backoff_initial=0.5,
-                          backoff_max=5.0)  # fmt: skip
+                          keepalive=30, timeout=30.0, backoff_initial=0.5, backoff_max=5.0,
+                          queue_size=128)  # fmt: skip
         identity = slot.identity
         inner = MqttTransport(mqtt, identity.node_id.hex(), subscriptions(identity, self.shards),
                               last_will(identity, self.shards), seed=slot.index)  # fmt: skip
@@ -264,9 +268,9 @@ class Simulation:
                     self._start(group, slot, time.monotonic() - begin)
             self.run.points.append(await self._evaluate(time.monotonic() - begin))
             users = np.concatenate([s.users for s in self.slots])
-            self.run.final = await asyncio.to_thread(evaluate, self.split, self._score_all(), users)
-            for slot in self.slots:
-                await self._stop(slot)
+            self.run.final = await self._off_loop(evaluate, self.split, self._score_all(), users)
+            await asyncio.gather(*(self._stop(slot) for slot in self.slots))
+        self._evaluator.shutdown()
         self.run.wall_seconds = time.monotonic() - started
         self.run.peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         self.run.dropped_messages = sum(s.dropped_before for s in self.slots)
@@ -288,7 +292,7 @@ class Simulation:
 
     async def _evaluate(self, now: float) -> Point:
         online = [s for s in self.slots if s.node is not None and s.ingested]
-        ranks = await asyncio.to_thread(self._ranks, online)
+        ranks = await self._off_loop(self._ranks, online)
         return Point(now, sum(s.bytes_out() for s in self.slots) / 1e6, hit_rate(ranks, 10),
                      ndcg(ranks, 10), len(online),
                      float(np.mean([s.merges() for s in online])) if online else 0.0)  # fmt: skip
@@ -298,11 +302,16 @@ class Simulation:
         others = [s for s in self.slots if s.node is not None and s not in self.late]
         if not joined or not others:
             return
-        late_ranks = await asyncio.to_thread(self._ranks, joined)
+        late_ranks = await self._off_loop(self._ranks, joined)
         network = self.run.points[-1].hr10 if self.run.points else 0.0
         joined_at = max(s.joined_at or 0.0 for s in joined)
         self.run.late.append(LateJoin(now - joined_at, float(np.mean([s.merges() for s in joined])),
                                       hit_rate(late_ranks, 10), network))  # fmt: skip
+
+    async def _off_loop(self, function: Callable[..., T], *args: Any) -> T:
+        """Evaluation on its own thread: the default executor is queued with the nodes' work."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._evaluator, functools.partial(function, *args))
 
     def _ranks(self, slots: list[Slot]) -> IntArray:
         """Test ranks of every user of these nodes, each scored by their own node's model."""
