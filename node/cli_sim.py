@@ -52,6 +52,8 @@ def register(commands: Commands) -> None:
     )
     sim.add_argument("--epochs", type=int, default=5, help="local epochs per training round")
     sim.add_argument("--lr", type=float, default=40.0, help="node SGD learning rate")
+    sim.add_argument("--clip", type=float, default=0.01, help="largest gradient norm per step")
+    sim.add_argument("--optimizer", choices=["sgd", "adam"], default="sgd")
     sim.add_argument("--seed", type=int, default=0)
     sim.add_argument(
         "--churn",
@@ -191,9 +193,8 @@ def _concat(groups: list[Any]) -> Any:
 
 
 def run_docker(args: argparse.Namespace) -> int:
-    from sim.compose import write_compose_project
-
     from node.cli import load_dataset
+    from sim.compose import write_compose_project
 
     dataset = load_dataset(args.dataset, args.data, args.seed)
     result = write_compose_project(args.out, args.nodes, dataset, seed=args.seed)

@@ -54,6 +54,8 @@ class SimConfig:
     codec: str = "float16"
     epochs: int = 5  # local epochs per training round
     lr: float = 40.0
+    clip: float = 0.01
+    optimizer: str = "sgd"
     seed: int = 0
     churn: float = 0.0  # chance per node per minute of leaving for `downtime` seconds
     downtime: float = 10.0
@@ -183,7 +185,8 @@ class Simulation:
             gossip_codec=c.codec, gossip_period=c.period, gossip_fanout=c.fanout,
             gossip_heartbeat=self.heartbeat, gossip_suspect_after=2.5 * self.heartbeat,
             gossip_dead_after=4 * self.heartbeat, gossip_presence_shards=self.shards,
-            model_seed=c.seed, model_lr=c.lr, train_epochs=c.epochs, train_period=c.period / 2,
+            model_seed=c.seed, model_lr=c.lr, model_clip=c.clip, model_optimizer=c.optimizer,
+            train_epochs=c.epochs, train_period=c.period / 2,
             node_checkpoint_period=max(30.0, c.duration / 4),
         )  # fmt: skip
 
