@@ -50,9 +50,9 @@ def register(commands: Commands) -> None:
         default="float16",
         choices=["float32", "float16", "int8", "sparse-float16", "sparse-int8"],
     )
-    sim.add_argument("--epochs", type=int, default=5, help="local epochs per training round")
-    sim.add_argument("--lr", type=float, default=40.0, help="node SGD learning rate")
-    sim.add_argument("--clip", type=float, default=0.01, help="largest gradient norm per step")
+    sim.add_argument("--epochs", type=int, default=2, help="local epochs per training round")
+    sim.add_argument("--lr", type=float, default=160.0, help="node SGD learning rate")
+    sim.add_argument("--clip", type=float, default=0.05, help="largest gradient norm per step")
     sim.add_argument("--optimizer", choices=["sgd", "adam"], default="sgd")
     sim.add_argument("--seed", type=int, default=0)
     sim.add_argument(

@@ -52,9 +52,9 @@ class SimConfig:
     period: float = 2.0  # seconds between a node's gossip rounds
     fanout: int = 1
     codec: str = "float16"
-    epochs: int = 5  # local epochs per training round
-    lr: float = 40.0
-    clip: float = 0.01
+    epochs: int = 2  # local epochs per training round
+    lr: float = 160.0
+    clip: float = 0.05
     optimizer: str = "sgd"
     seed: int = 0
     churn: float = 0.0  # chance per node per minute of leaving for `downtime` seconds
