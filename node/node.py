@@ -199,6 +199,7 @@ class Node:
             "bytes_out": transport.stats.bytes_out,
             "messages_in": transport.stats.received,
             "messages_out": transport.stats.published,
+            "dropped_incoming": transport.stats.dropped_incoming,  # the bounded queue was full
             "updates_in": gossip.counters.updates_received,
             "updates_out": gossip.counters.updates_sent,
             "rejected": gossip.rejected(),
