@@ -16,11 +16,16 @@ def megabytes_to_reach(points: list[Point], target: float) -> float | None:
     return next((p.megabytes for p in points if p.hr10 >= target), None)
 
 
-def late_join_summary(run: SimRun, tolerance: float = 0.02) -> dict[str, Any] | None:
-    """When the late joiners first came within `tolerance` of the network's HR@10."""
+def late_join_summary(run: SimRun, tolerance: float = 0.02,
+                      hold: int = 3) -> dict[str, Any] | None:  # fmt: skip
+    """When the late joiners came within `tolerance` of the network's HR@10 and stayed there
+    for `hold` evaluations in a row (a few late users are a noisy sample: one lucky point is
+    not it)."""
     if not run.late:
         return None
-    reached = next((p for p in run.late if p.late_hr10 >= (1 - tolerance) * p.network_hr10), None)
+    close = [p.late_hr10 >= (1 - tolerance) * p.network_hr10 for p in run.late]
+    reached = next((p for i, p in enumerate(run.late) if all(close[i : i + hold])
+                    and len(close[i : i + hold]) == hold), None)  # fmt: skip
     return {
         "reached": reached is not None,
         "seconds_after_join": reached.seconds_after_join if reached else None,
