@@ -9,6 +9,8 @@ each whole request (connect, ask, reply) as a user's `gossiprec status` would se
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import io
 import os
 import subprocess
 import sys
@@ -34,12 +36,14 @@ def bench_status(duration: float, rate: float) -> dict[str, Any]:
     dataset = load_ml100k()
     with Mosquitto() as broker, tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        main(["ca", "init", "--dir", str(folder / "ca"), "--network", "bench"])
         processes, sockets = [], []
+        with contextlib.redirect_stdout(io.StringIO()):  # the set-up commands' own output
+            main(["ca", "init", "--dir", str(folder / "ca"), "--network", "bench"])
+            for index in range(2):
+                main(["node", "init", "--dir", str(folder / f"n{index}"),
+                      "--ca", str(folder / "ca"), "--broker", broker.url])  # fmt: skip
         for index in range(2):
             node_dir = folder / f"n{index}"
-            main(["node", "init", "--dir", str(node_dir), "--ca", str(folder / "ca"),
-                  "--broker", broker.url, "--json"])  # fmt: skip
             processes.append(subprocess.Popen(
                 [sys.executable, "-m", "node.cli", "node", "run", "--config",
                  str(node_dir / "node.toml")], env={**os.environ, **DAEMON_ENV},
