@@ -31,7 +31,7 @@ from crypto.keys import NodeKeys
 from gossip.driver import Identity, last_will, subscriptions
 from gossip.mqtt import MqttConfig, MqttTransport
 from gossip.transport import Transport
-from node.config import config_for
+from node.config import NodeConfig, config_for
 from node.node import Node
 from sim.baselines import train_and_valid_pairs
 from sim.broker import BrokerAddress
@@ -177,7 +177,7 @@ class Simulation:
         self.run = SimRun(nodes=len(self.slots), shards=self.shards)
         self._evaluator = ThreadPoolExecutor(1, thread_name_prefix="sim-evaluation")
 
-    def _node_config(self, slot: Slot) -> Any:
+    def _node_config(self, slot: Slot) -> NodeConfig:
         c = self.config
         return config_for(
             slot.folder, self.split.n_items, broker_url=f"mqtt://{self.broker.host}:{self.broker.port}",
@@ -245,8 +245,8 @@ class Simulation:
 
     async def execute(self) -> SimRun:
         started = time.monotonic()
-        late = set(id(s) for s in self.late)
-        starting = [s for s in self.slots if id(s) not in late]
+        late = {s.index for s in self.late}
+        starting = [s for s in self.slots if s.index not in late]
         for slot in starting:  # every node holds its data before any gossips
             await self.prepare(slot)
         async with asyncio.TaskGroup() as group:
@@ -282,7 +282,7 @@ class Simulation:
     async def _faults(self, group: asyncio.TaskGroup, now: float, late: set[int]) -> None:
         join_at = self.config.late_join_at * self.config.duration
         for slot in self.slots:
-            if id(slot) in late and slot.joined_at is None:
+            if slot.index in late and slot.joined_at is None:
                 if now >= join_at:
                     self._start(group, slot, now)
                 continue
