@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-from typing import TypeAlias
+from typing import Any, TypeAlias
 
 from node.output import emit_json, help_handler, table
 
@@ -65,12 +65,7 @@ def register(commands: Commands) -> None:
 def run_envelope(args: argparse.Namespace) -> int:
     from node.bench_envelope import bench_envelope
 
-    result = bench_envelope(args.rows, args.cols, args.repeats)
-    if args.json:
-        emit_json(result)
-        return 0
-    print(table(["measure", "value"], [[k, v] for k, v in result.items()]))
-    return 0
+    return _show_measures(bench_envelope(args.rows, args.cols, args.repeats), args.json)
 
 
 def run_gossip(args: argparse.Namespace) -> int:
@@ -103,9 +98,12 @@ def run_convergence(args: argparse.Namespace) -> int:
 def run_status(args: argparse.Namespace) -> int:
     from node.bench_status import bench_status
 
-    result = bench_status(args.seconds, args.rate)
-    if args.json:
+    return _show_measures(bench_status(args.seconds, args.rate), args.json)
+
+
+def _show_measures(result: dict[str, Any], as_json: bool) -> int:
+    if as_json:
         emit_json(result)
-        return 0
-    print(table(["measure", "value"], [[k, v] for k, v in result.items()]))
+    else:
+        print(table(["measure", "value"], [[k, v] for k, v in result.items()]))
     return 0

@@ -90,6 +90,8 @@ def register(commands: Commands) -> None:
 
 
 def run_sim(args: argparse.Namespace) -> int:
+    import numpy as np
+
     from node.cli import UsageError, load_dataset
     from sim.baselines import centralized, local_only, popularity
     from sim.broker import BrokerError, any_broker
@@ -106,6 +108,8 @@ def run_sim(args: argparse.Namespace) -> int:
             codec=args.codec,
             epochs=args.epochs,
             lr=args.lr,
+            clip=args.clip,
+            optimizer=args.optimizer,
             seed=args.seed,
             churn=args.churn,
             downtime=args.downtime,
@@ -126,7 +130,7 @@ def run_sim(args: argparse.Namespace) -> int:
         raise UsageError(str(error)) from error
     if args.nodes is not None:
         groups = groups[: max(1, args.nodes)]
-        split = restrict(split, _concat(groups))
+        split = restrict(split, np.concatenate(groups))
     show = not args.json or sys.stderr.isatty()
     baselines = [
         centralized(split, show_progress=show),
@@ -184,12 +188,6 @@ def run_sim(args: argparse.Namespace) -> int:
         )
     print(f"report: {json_path}  plot: {png_path}")
     return 0
-
-
-def _concat(groups: list[Any]) -> Any:
-    import numpy as np
-
-    return np.concatenate(groups)
 
 
 def run_docker(args: argparse.Namespace) -> int:
