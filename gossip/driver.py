@@ -6,6 +6,7 @@ revocation list topic updates the trust store. A bad message is counted and drop
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import time
 from collections import Counter
@@ -30,6 +31,9 @@ from gossip.transport import Incoming, LastWill, Transport
 log = logging.getLogger(__name__)
 
 KIND_MODEL = 1
+# Model updates waiting to be opened and merged. When more arrive than the node can merge, the
+# oldest (stalest) are dropped first; beacons never wait in this queue.
+INBOX_BACKLOG = 8
 
 
 @dataclass(frozen=True)
@@ -127,6 +131,14 @@ class GossipNode:
             identity.trust, max_age=protocol.config.membership.dead_after
         )
         self._presence_topic = topics.presence(identity.network, identity.node_id, presence_shards)
+        self._inbox: collections.deque[Incoming] = collections.deque(maxlen=INBOX_BACKLOG)
+        self._inbox_ready = asyncio.Event()
+        # Beacons arrive on the event loop, which must never wait for the lock (a training step):
+        # (peer, heard at, model version), or (peer, None, 0) for a peer that left, applied to
+        # membership under the lock at the next tick or merge.
+        self._membership_news: collections.deque[tuple[bytes, float | None, int]] = (
+            collections.deque()
+        )
 
     # -- lifetime --------------------------------------------------------------------------------
 
@@ -134,6 +146,7 @@ class GossipNode:
         """Gossip until cancelled."""
         async with asyncio.TaskGroup() as group:
             group.create_task(self._receive_loop())
+            group.create_task(self._model_loop())
             group.create_task(self._gossip_loop())
             group.create_task(self._heartbeat_loop())
 
@@ -166,7 +179,16 @@ class GossipNode:
 
     def _locked_tick(self) -> list[Send]:
         with self.lock:
+            self._apply_membership_news()
             return self.protocol.tick(self._clock())
+
+    def _apply_membership_news(self) -> None:
+        while self._membership_news:
+            peer, heard_at, version = self._membership_news.popleft()
+            if heard_at is None:
+                self.protocol.membership.left(peer)
+            else:
+                self.protocol.membership.heard(peer, heard_at, version)
 
     async def _send_all(self, sends: list[Send]) -> None:
         for send in sends:
@@ -203,39 +225,57 @@ class GossipNode:
     # -- incoming --------------------------------------------------------------------------------
 
     async def _receive_loop(self) -> None:
+        """Beacons and revocations are handled as they come; model updates queue for the model
+        loop, so a busy node still sees who is alive and admits new peers at once."""
         async for message in self.transport.incoming():
             try:
-                sends = await self.handle(message)
+                kind, node_id = topics.parse(message.topic, self.identity.network)
+                if kind == "presence" and node_id is not None:
+                    self._on_presence(node_id, message.payload, self._clock())
+                elif kind == "crl":
+                    self._on_crl(message.payload)
+                elif kind == "inbox" and node_id == self.identity.node_id:
+                    if len(self._inbox) == self._inbox.maxlen:
+                        self.counters.rejected["inbox:overflow"] += 1
+                    self._inbox.append(message)
+                    self._inbox_ready.set()
+                else:
+                    self.counters.rejected["topic:unexpected"] += 1
             except Exception:  # a bug must not take the node down; count it and go on
                 log.exception("unexpected error handling a message on %s", message.topic)
                 self.counters.rejected["internal:error"] += 1
-                continue
-            if sends:
+
+    async def _model_loop(self) -> None:
+        while True:
+            await self._inbox_ready.wait()
+            self._inbox_ready.clear()
+            while self._inbox:
+                message = self._inbox.popleft()
+                try:
+                    sends = await self.handle_update(message.payload)
+                except Exception:  # as above: count, never crash
+                    log.exception("unexpected error handling a model update")
+                    self.counters.rejected["internal:error"] += 1
+                    continue
                 await self._send_all(sends)
 
-    async def handle(self, message: Incoming) -> list[Send]:
-        kind, node_id = topics.parse(message.topic, self.identity.network)
+    async def handle_update(self, payload: bytes) -> list[Send]:
+        """Open, check and merge one model update from this node's inbox; returns the replies."""
         now = self._clock()
-        if kind == "presence" and node_id is not None:
-            self._on_presence(node_id, message.payload, now)
-        elif kind == "crl":
-            self._on_crl(message.payload)
-        elif kind == "inbox" and node_id == self.identity.node_id:
-            opened = await asyncio.to_thread(self.open_update, message.payload, now)
-            if opened is not None:
-                sender, update = opened
-                self.counters.updates_received += 1
-                traffic = self.traffic.setdefault(sender, PeerTraffic())
-                traffic.messages_in += 1
-                traffic.bytes_in += len(message.payload)
-                traffic.last_model_at = now
-                return await asyncio.to_thread(self._locked_receive, sender, update, now)
-        else:
-            self.counters.rejected["topic:unexpected"] += 1
-        return []
+        opened = await asyncio.to_thread(self.open_update, payload, now)
+        if opened is None:
+            return []
+        sender, update = opened
+        self.counters.updates_received += 1
+        traffic = self.traffic.setdefault(sender, PeerTraffic())
+        traffic.messages_in += 1
+        traffic.bytes_in += len(payload)
+        traffic.last_model_at = now
+        return await asyncio.to_thread(self._locked_receive, sender, update, now)
 
     def _locked_receive(self, sender: bytes, update: ModelUpdate, now: float) -> list[Send]:
         with self.lock:
+            self._apply_membership_news()
             return self.protocol.receive(sender, update, now)
 
     def _on_presence(self, node_id: bytes, payload: bytes, now: float) -> None:
@@ -243,8 +283,7 @@ class GossipNode:
             return
         if not payload:  # last will or clean leave
             self.presence.pop(node_id, None)
-            with self.lock:
-                self.protocol.membership.left(node_id)
+            self._membership_news.append((node_id, None, 0))
             return
         try:
             statement = self._beacons.verify(payload, now)
@@ -264,8 +303,7 @@ class GossipNode:
         self.counters.beacons_received += 1
         self.directory[node_id] = statement.certificate
         self.presence[node_id] = Presence(now, version, {str(k): v for k, v in status.items()})
-        with self.lock:
-            self.protocol.membership.heard(node_id, now, version)
+        self._membership_news.append((node_id, now, version))
 
     def _on_crl(self, payload: bytes) -> None:
         try:
@@ -279,8 +317,7 @@ class GossipNode:
         for node_id, certificate in list(self.directory.items()):
             if certificate.serial in revoked:
                 del self.directory[node_id]
-                with self.lock:
-                    self.protocol.membership.left(node_id)
+                self._membership_news.append((node_id, None, 0))
 
     def rejected(self) -> dict[str, int]:
         """Every dropped message by "where:reason"."""

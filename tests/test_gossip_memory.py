@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 
 from crypto.authority import Authority
 from crypto.envelope import Sealer
 from crypto.replay import SequenceCounter
+from crypto.statement import sign_statement
+from crypto.wire import pack
 from gossip import topics
 from gossip.codec import Codec, Kind, ModelUpdate, encode
-from gossip.driver import Identity, last_will, subscriptions
+from gossip.driver import INBOX_BACKLOG, Identity, last_will, subscriptions
 from gossip.membership import PeerState
 from gossip.memory import InMemoryBroker
 from gossip.transport import LastWill, Transport
@@ -82,3 +85,38 @@ async def test_messages_from_a_non_admitted_key_are_dropped_and_counted(tmp_path
         assert rejected["envelope:malformed"] == 1
         assert mallory.node_id not in target.directory
         assert float(abs(target.protocol.params["v"]).max()) < 100  # the poison never merged
+
+
+async def test_a_node_busy_merging_still_admits_peers_and_sheds_its_oldest_updates(
+    tmp_path: Path,
+) -> None:
+    authority = Authority.create(tmp_path / "ca", "memnet")
+    broker = InMemoryBroker()
+    made, truth = make_nodes(tmp_path, authority, 2, "pairwise")
+    async with running(tmp_path, made, truth, memory_factory(broker)) as cluster:
+        target = cluster.nodes[0]
+        newcomer = admit(authority)
+        await asyncio.to_thread(target.lock.acquire)  # a training step that takes long
+        try:
+            async with broker.client("new", subscriptions(newcomer), last_will(newcomer)) as link:
+                beacon = sign_statement(newcomer.keys, newcomer.certificate, pack({"v": 0}),
+                                        time.time())  # fmt: skip
+                await link.publish(topics.presence("memnet", newcomer.node_id), beacon, retain=True)
+                sealer = Sealer(newcomer.keys, "memnet", SequenceCounter(tmp_path / "new-seq"))
+                update = ModelUpdate(Kind.MERGE_REQUEST, {"v": target.protocol.params["v"] + 1})
+                for _ in range(INBOX_BACKLOG + 5):
+                    sealed = sealer.seal(encode(update, Codec()), target.identity.certificate, 1,
+                                         time.time())  # fmt: skip
+                    await link.publish(topics.inbox("memnet", target.identity.node_id), sealed)
+                # The beacon is handled while the model waits for the lock; the surplus of
+                # updates beyond the backlog (one is already waiting for the lock) is dropped.
+                assert await cluster.until(lambda: newcomer.node_id in target.presence, 2)
+                assert await cluster.until(
+                    lambda: target.rejected().get("inbox:overflow", 0) >= 4, 2
+                ), target.rejected()
+                merged_while_busy = target.protocol.stats.merged
+        finally:
+            target.lock.release()
+        assert await cluster.until(lambda: newcomer.node_id in target.protocol.membership.peers, 2)
+        assert await cluster.until(lambda: target.protocol.stats.merged > merged_while_busy, 2)
+        assert target.counters.updates_received <= INBOX_BACKLOG + 1
