@@ -21,6 +21,7 @@ from gossip.codec import Codec, Kind, ModelUpdate, select_rows
 from gossip.membership import Membership, MembershipConfig
 
 STRATEGIES = ("push-sum", "pairwise")
+MAX_VERSION_LEAD = 1_000
 
 
 @dataclass(frozen=True)
@@ -139,6 +140,8 @@ class GossipProtocol:
             del self._outstanding[peer]
             pairwise_reply_merge(self.params, sent.params, update.params, update.alpha,
                                  update.rows or None)  # fmt: skip
-        self.version += 1
+        # A logical clock: a model is at least as far along as any model merged into it (a
+        # late joiner catches up at once); one peer can move it forward by MAX_VERSION_LEAD.
+        self.version = max(self.version, min(update.version, self.version + MAX_VERSION_LEAD)) + 1
         self.stats.merged += 1
         return replies

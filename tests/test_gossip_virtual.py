@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from gossip.averaging import Arrays, mean_of, relative_error
-from gossip.codec import Codec
+from gossip.codec import Codec, Kind, ModelUpdate
 from gossip.membership import MembershipConfig
-from gossip.protocol import GossipConfig, GossipProtocol
+from gossip.protocol import MAX_VERSION_LEAD, GossipConfig, GossipProtocol
 from gossip.virtual import VirtualNetwork
 
 NEVER = MembershipConfig(suspect_after=1e6, dead_after=2e6)
@@ -101,3 +101,15 @@ def test_lossy_codecs_still_reach_consensus_near_the_mean(codec: str) -> None:
 def test_push_sum_rejects_sparse_codecs() -> None:
     with pytest.raises(ValueError, match="push-sum needs whole arrays"):
         GossipConfig(strategy="push-sum", codec=Codec("sparse-int8"))
+
+
+def test_model_version_is_a_logical_clock_a_peer_can_push_only_so_far() -> None:
+    _, (veteran, newcomer), _ = cluster(2, "pairwise")
+    veteran.version = 300
+    update = ModelUpdate(Kind.MERGE_REQUEST, {k: v.copy() for k, v in veteran.params.items()},
+                         version=veteran.version)  # fmt: skip
+    newcomer.receive(veteran.node_id, update, 0.0)
+    assert newcomer.version == 301  # caught up with the model it merged
+    forged = ModelUpdate(Kind.MERGE_REQUEST, update.params, version=10**12)
+    newcomer.receive(veteran.node_id, forged, 0.0)
+    assert newcomer.version == 301 + MAX_VERSION_LEAD + 1
