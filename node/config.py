@@ -33,6 +33,10 @@ def _positive(value: Any) -> str | None:
     return None if value > 0 else "must be > 0"
 
 
+def _non_negative(value: Any) -> str | None:
+    return None if value >= 0 else "must be >= 0"
+
+
 def _one_of(choices: tuple[str, ...]) -> Check:
     return lambda value: None if value in choices else f"must be one of {', '.join(choices)}"
 
@@ -91,7 +95,22 @@ FIELDS = (
     Field("model.seed", int, 0, help="the same on every node: all start from one model"),
     Field("model.optimizer", str, "sgd", _one_of(OPTIMIZERS)),
     Field("model.lr", float, 160.0, _positive, help="SGD on each node's mean loss"),
-    Field("model.clip", float, 0.05, _positive, help="largest gradient norm per step"),
+    Field("model.user_lr", float, 0.03, _positive, help="Adam on the private user embeddings"),
+    Field("model.l2", float, 0.003, _non_negative, help="L2 penalty on the embeddings a step uses"),
+    Field(
+        "model.lr_half_life",
+        float,
+        0.0,
+        _non_negative,
+        help="model versions (merges along a lineage) after which model.lr halves; 0 = constant",
+    ),
+    Field(
+        "model.clip",
+        float,
+        0.05,
+        _non_negative,
+        help="largest item gradient norm per step (0 = no limit)",
+    ),
     Field("train.period", float, 1.0, _positive, help="seconds between training rounds"),
     Field("train.epochs", int, 2, _positive, help="local epochs per training round"),
     Field("train.online_steps", int, 20, _positive, help="steps on a user's new interactions"),
@@ -124,6 +143,9 @@ class NodeConfig:
     model_seed: int
     model_optimizer: str
     model_lr: float
+    model_user_lr: float
+    model_l2: float
+    model_lr_half_life: float
     model_clip: float
     train_period: float
     train_epochs: int

@@ -53,10 +53,11 @@ class Node:
         self.store = Store(config.data_dir / "store.sqlite")
         model_config = model_config or BPRConfig(dim=config.model_dim, seed=config.model_seed,
                                                  lr=config.model_lr, clip=config.model_clip,
+                                                 user_lr=config.model_user_lr, l2=config.model_l2,
                                                  optimizer=config.model_optimizer)  # fmt: skip
         self.model = BPRMF(config.model_n_items, model_config)
         meta = self._restore()
-        self.training_steps: int = meta.get("training_steps", 0)
+        self.model.steps_taken = meta.get("training_steps", 0)
         self.last_loss: float | None = None
         # Each node its own protocol randomness (peer choice, jitter), reproducible per seed.
         seed = int.from_bytes(hashlib.sha256(identity.node_id).digest()[:8]) ^ config.model_seed
@@ -124,12 +125,20 @@ class Node:
         )
         return True
 
+    @property
+    def training_steps(self) -> int:
+        return self.model.steps_taken
+
     def _train(self, steps: int) -> None:
+        if self.config.model_lr_half_life:
+            # Gossip's disagreement between nodes grows with the step size: decaying it lets
+            # them settle on a common model. The clock is the model version, which a merge
+            # carries forward, so a node joining late steps at the network's pace at once.
+            half_lives = self.gossip.protocol.version / self.config.model_lr_half_life
+            self.model.scale_shared_lr(0.5**half_lives)
         for start in range(0, steps, TRAIN_CHUNK):
             with self.lock:
-                loss = self.model.train_steps(min(TRAIN_CHUNK, steps - start))
-            self.training_steps += min(TRAIN_CHUNK, steps - start)
-            self.last_loss = loss
+                self.last_loss = self.model.train_steps(min(TRAIN_CHUNK, steps - start))
 
     async def _checkpoint_loop(self) -> None:
         while True:
@@ -162,7 +171,6 @@ class Node:
         with self.lock:
             self.model.add_interactions(users, items)
             self.last_loss = self.model.learn_online(users, self.config.train_online_steps)
-        self.training_steps += self.config.train_online_steps
 
     async def recommend(self, user: int, k: int) -> list[int]:
         def top() -> list[int]:

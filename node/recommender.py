@@ -40,7 +40,8 @@ class Recommender(Protocol):
         ...
 
     def learn_online(self, users: IntArray, steps: int) -> float:
-        """A few steps focused on these users' interactions (after new ones arrived)."""
+        """A few steps on these users' interactions (after new ones arrived), moving only their
+        private embeddings."""
         ...
 
     def score(self, users: IntArray, items: IntArray) -> npt.NDArray[np.float32]:
@@ -65,20 +66,25 @@ class BPRConfig:
     negatives: int = 8
     init_std: float = 0.1
     seed: int = 0
-    # Adam for one model on all data. Gossip averages every node's update into a mean over
-    # nodes, and Adam's per-coordinate normalisation turns each node's few gradients into
-    # full-size noisy steps; plain SGD keeps that mean an SGD step on the global loss.
+    # Optimizer and learning rate of the shared (item) parameters. Adam for one model on all
+    # data. Gossip averages every node's update into a mean over nodes, and Adam's
+    # per-coordinate normalisation turns each node's few gradients into full-size noisy steps;
+    # plain SGD keeps that mean an SGD step on the global loss.
     optimizer: str = "adam"
-    # Largest gradient norm per step (0 = no limit). With SGD at gossip's high learning rate, a
-    # node holding a handful of interactions would otherwise take huge steps and diverge.
+    # User embeddings are private: only their own node ever updates them, so they always take
+    # Adam steps, at `user_lr` (None: the same as `lr`).
+    user_lr: float | None = None
+    # Largest norm of the shared parameters' gradient per step (0 = no limit). With SGD at
+    # gossip's high learning rate, a node holding a handful of interactions would otherwise take
+    # huge steps and diverge.
     clip: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("dim", "batch_size", "negatives"):
             if getattr(self, name) < 1:
                 raise ValueError(f"BPRConfig.{name} must be >= 1, got {getattr(self, name)}")
-        if not self.lr > 0:
-            raise ValueError(f"BPRConfig.lr must be > 0, got {self.lr}")
+        if not self.lr > 0 or not (self.user_lr is None or self.user_lr > 0):
+            raise ValueError(f"BPRConfig.lr and user_lr must be > 0, got {self.lr}, {self.user_lr}")
         if self.l2 < 0:
             raise ValueError(f"BPRConfig.l2 must be >= 0, got {self.l2}")
         if self.optimizer not in OPTIMIZERS:
@@ -86,7 +92,7 @@ class BPRConfig:
 
 
 class BPRMF:
-    """BPR matrix factorization (Rendle et al., 2009) with item biases, trained with Adam."""
+    """BPR matrix factorization (Rendle et al., 2009) with item biases."""
 
     SHARED = ("item_embedding", "item_bias")
     PRIVATE = ("user_embedding",)
@@ -109,8 +115,9 @@ class BPRMF:
         self._keys = np.zeros(0, dtype=np.int64)
         self._order = np.zeros(0, dtype=np.int64)
         self._cursor = 0
+        self.steps_taken = 0  # steps that moved the shared parameters
         self._item_optimizer = self._optimizer([self.item_embedding, self.item_bias])
-        self._user_optimizer = self._optimizer([self.user_embedding])
+        self._user_optimizer = self._adam_for_users()
 
     # -- state -----------------------------------------------------------------------------------
 
@@ -148,7 +155,7 @@ class BPRMF:
         self._row_user = [int(u) for u in users]
         self._user_row = {user: row for row, user in enumerate(self._row_user)}
         self.user_embedding = torch.nn.Parameter(torch.from_numpy(user_embedding.copy()))
-        self._user_optimizer = self._optimizer([self.user_embedding])
+        self._user_optimizer = self._adam_for_users()
 
     @property
     def users(self) -> list[int]:
@@ -195,7 +202,7 @@ class BPRMF:
         grown = torch.cat([self.user_embedding.detach(), self._init((len(new), self.config.dim))])
         self.user_embedding = torch.nn.Parameter(grown)
         # A fresh optimizer for the grown table; the item optimizer keeps its moments.
-        self._user_optimizer = self._optimizer([self.user_embedding])
+        self._user_optimizer = self._adam_for_users()
 
     def _contains(self, keys: IntArray) -> npt.NDArray[np.bool_]:
         if not len(self._keys):
@@ -207,6 +214,15 @@ class BPRMF:
         if self.config.optimizer == "sgd":
             return torch.optim.SGD(params, lr=self.config.lr)
         return torch.optim.Adam(params, lr=self.config.lr)
+
+    def scale_shared_lr(self, factor: float) -> None:
+        """Set the shared parameters' learning rate to `factor` x the configured one."""
+        for group in self._item_optimizer.param_groups:
+            group["lr"] = self.config.lr * factor
+
+    def _adam_for_users(self) -> torch.optim.Optimizer:
+        lr = self.config.lr if self.config.user_lr is None else self.config.user_lr
+        return torch.optim.Adam([self.user_embedding], lr=lr)
 
     def _init(self, shape: tuple[int, int]) -> torch.Tensor:
         return torch.randn(shape, generator=self._torch_rng) * self.config.init_std
@@ -231,9 +247,11 @@ class BPRMF:
         if not len(pool):
             return 0.0
         losses = []
+        # One user's burst must not yank the shared model that gossip averages: the shared
+        # parameters learn from it in the next regular training round.
         for _ in range(steps):
             take = self._rng.choice(pool, size=min(len(pool), self.config.batch_size))
-            losses.append(self._step(self._rows[take], self._items[take]))
+            losses.append(self._step(self._rows[take], self._items[take], shared=False))
         return float(np.mean(losses))
 
     def _next_batch(self) -> IntArray:
@@ -254,7 +272,7 @@ class BPRMF:
             negatives[hit] = self._rng.integers(0, self.n_items, size=int(hit.sum()))
         return negatives
 
-    def _step(self, rows: IntArray, items: IntArray) -> float:
+    def _step(self, rows: IntArray, items: IntArray, shared: bool = True) -> float:
         # F.embedding, not tensor indexing: its CPU backward sums in a fixed order, so runs
         # with the same seed are bit-identical (indexing's parallel scatter-add is not).
         embed = torch.nn.functional.embedding
@@ -274,11 +292,11 @@ class BPRMF:
         self._user_optimizer.zero_grad(set_to_none=True)
         loss_total.backward()  # type: ignore[no-untyped-call]
         if self.config.clip:
-            torch.nn.utils.clip_grad_norm_(
-                [self.user_embedding, self.item_embedding, self.item_bias], self.config.clip
-            )
-        self._item_optimizer.step()
+            torch.nn.utils.clip_grad_norm_([self.item_embedding, self.item_bias], self.config.clip)
         self._user_optimizer.step()
+        if shared:
+            self._item_optimizer.step()
+            self.steps_taken += 1
         return float(loss.detach())
 
     # -- inference -------------------------------------------------------------------------------

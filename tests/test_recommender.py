@@ -63,7 +63,10 @@ def test_online_update_moves_that_users_recommendations(planted: LeaveOneOut) ->
     new_items = before[:3]  # the user now interacts with three of their top items
     assert model.add_interactions(np.full(3, user), new_items) == 3
     scores_before = model.score(np.array([user]), np.arange(planted.n_items)[None])[0].copy()
+    shared_before = {name: array.copy() for name, array in model.shared_arrays().items()}
     model.learn_online(np.array([user]), steps=5)
+    for name, array in model.shared_arrays().items():  # only the user's private vector moved
+        np.testing.assert_array_equal(array, shared_before[name])
     after = model.recommend(user, 10)
     scores_after = model.score(np.array([user]), np.arange(planted.n_items)[None])[0]
     assert not set(new_items.tolist()) & set(after.tolist())
