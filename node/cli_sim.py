@@ -51,7 +51,22 @@ def register(commands: Commands) -> None:
         choices=["float32", "float16", "int8", "sparse-float16", "sparse-int8"],
     )
     sim.add_argument("--epochs", type=int, default=2, help="local epochs per training round")
-    sim.add_argument("--lr", type=float, default=160.0, help="node SGD learning rate")
+    sim.add_argument(
+        "--train-period",
+        type=float,
+        default=0.0,
+        help="seconds between training rounds (default: --period); several merges per round "
+        "let the nodes' models agree more before each step",
+    )
+    sim.add_argument("--lr", type=float, default=160.0, help="node SGD learning rate (items)")
+    sim.add_argument("--user-lr", type=float, default=0.03, help="Adam learning rate (users)")
+    sim.add_argument("--l2", type=float, default=0.003, help="L2 penalty on the nodes' embeddings")
+    sim.add_argument(
+        "--lr-half-life",
+        type=float,
+        default=0.0,
+        help="model versions (merges) after which --lr halves (0 = constant)",
+    )
     sim.add_argument("--clip", type=float, default=0.05, help="largest gradient norm per step")
     sim.add_argument("--optimizer", choices=["sgd", "adam"], default="sgd")
     sim.add_argument("--seed", type=int, default=0)
@@ -108,6 +123,10 @@ def run_sim(args: argparse.Namespace) -> int:
             codec=args.codec,
             epochs=args.epochs,
             lr=args.lr,
+            user_lr=args.user_lr,
+            l2=args.l2,
+            train_period=args.train_period,
+            lr_half_life=args.lr_half_life,
             clip=args.clip,
             optimizer=args.optimizer,
             seed=args.seed,

@@ -83,8 +83,8 @@ def test_genre_partitions_are_skewed_by_alpha_and_cover_every_user_once(
 
 
 def test_presence_is_sharded_only_where_views_would_grow_large() -> None:
-    assert presence_shards(32) == 1 and presence_shards(64) == 1
-    assert presence_shards(943) == 128  # 943 * 8 / 128 = 59 peers in view
+    assert presence_shards(32) == 1 and presence_shards(64) == 8  # 64 * 4 / 8 = 32 in view
+    assert presence_shards(943) == 256  # 943 * 9 / 256 = 33 peers in view
 
 
 @pytest.mark.mosquitto
