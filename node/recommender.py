@@ -215,6 +215,10 @@ class BPRMF:
             return torch.optim.SGD(params, lr=self.config.lr)
         return torch.optim.Adam(params, lr=self.config.lr)
 
+    @property
+    def shared_lr(self) -> float:
+        return float(self._item_optimizer.param_groups[0]["lr"])
+
     def scale_shared_lr(self, factor: float) -> None:
         """Set the shared parameters' learning rate to `factor` x the configured one."""
         for group in self._item_optimizer.param_groups:

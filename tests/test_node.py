@@ -11,6 +11,7 @@ import time
 import urllib.request
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -32,11 +33,12 @@ N_ITEMS = 40
 
 
 @contextlib.asynccontextmanager
-async def started(folder: Path, identity: Identity, broker: InMemoryBroker) -> AsyncIterator[Node]:
+async def started(folder: Path, identity: Identity, broker: InMemoryBroker,
+                  **settings: Any) -> AsyncIterator[Node]:  # fmt: skip
     transport = broker.client(identity.node_id.hex(), subscriptions(identity), last_will(identity))
     async with transport:
-        node = Node(config_for(folder, N_ITEMS, gossip_period=0.05, gossip_heartbeat=0.1),
-                    identity, transport)  # fmt: skip
+        config = config_for(folder, N_ITEMS, gossip_period=0.05, gossip_heartbeat=0.1, **settings)
+        node = Node(config, identity, transport)
         try:
             yield node
         finally:
@@ -92,6 +94,18 @@ async def test_training_runs_only_when_there_is_something_new(tmp_path: Path) ->
         assert not await node.train_round()  # nothing ingested, nothing merged
         node.gossip.protocol.version += 1  # as a merge does
         assert await node.train_round()
+
+
+async def test_the_item_learning_rate_halves_every_half_life_of_model_versions(
+    tmp_path: Path,
+) -> None:
+    identity, broker = admit(Authority.create(tmp_path / "ca", "unit")), InMemoryBroker()
+    async with started(tmp_path / "n", identity, broker, model_lr=100.0,
+                       model_lr_half_life=10.0) as node:  # fmt: skip
+        await node.ingest(*interactions([1], 5))
+        assert await node.train_round() and node.model.shared_lr == 100.0
+        node.gossip.protocol.version = 20  # two half-lives of merges, e.g. on joining late
+        assert await node.train_round() and node.model.shared_lr == 25.0
 
 
 async def test_bad_interactions_are_refused_before_anything_is_stored(tmp_path: Path) -> None:
