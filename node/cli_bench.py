@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+from pathlib import Path
 from typing import Any, TypeAlias
 
 from node.output import emit_json, help_handler, table
@@ -59,6 +61,23 @@ def register(commands: Commands) -> None:
     status.add_argument("--rate", type=float, default=10.0, help="requests per second")
     status.add_argument("--json", action="store_true")
     status.set_defaults(handler=run_status)
+    study = sub.add_parser(
+        "one-user",
+        help="learning dynamics of one-user nodes in virtual time (no crypto, no MQTT)",
+        description="Every ML-100K user a node, all as rows of one tensor: per round one BPR "
+        "step on each node's own interactions (items SGD, user Adam), then --merges random "
+        "pairwise averagings (0 = the exact mean). HR@10 of each user by their own node's "
+        "model, on validation (training on train only) unless --on test.",
+    )
+    study.add_argument("--data", type=Path, help="ml-100k zip or folder (default: user cache)")
+    for flag, kind, default in (("--rounds", int, 60), ("--merges", int, 4),
+                                ("--lr", float, 1500.0), ("--lr-half-life", float, 25.0),
+                                ("--user-lr", float, 0.03), ("--l2", float, 0.003),
+                                ("--eval-every", int, 10), ("--seed", int, 0)):  # fmt: skip
+        study.add_argument(flag, type=kind, default=default)
+    study.add_argument("--on", choices=["valid", "test"], default="valid")
+    study.add_argument("--json", action="store_true")
+    study.set_defaults(handler=run_one_user)
     bench.set_defaults(handler=help_handler(bench))
 
 
@@ -99,6 +118,33 @@ def run_status(args: argparse.Namespace) -> int:
     from node.bench_status import bench_status
 
     return _show_measures(bench_status(args.seconds, args.rate), args.json)
+
+
+def run_one_user(args: argparse.Namespace) -> int:
+    from node.progress import Progress
+    from sim.movielens import load_ml100k
+    from sim.one_user_study import StudyConfig, run_study
+    from sim.split import leave_one_out
+
+    config = StudyConfig(rounds=args.rounds, merges=args.merges, lr=args.lr,
+                         lr_half_life=args.lr_half_life, user_lr=args.user_lr, l2=args.l2,
+                         eval_every=args.eval_every, seed=args.seed, on=args.on)  # fmt: skip
+    split = leave_one_out(load_ml100k(args.data), seed=args.seed)
+    with Progress(args.rounds, "one-user nodes", enabled=not args.json) as bar:
+        done = 0
+
+        def advance(round_: int, hr10: float) -> None:
+            nonlocal done
+            bar.advance(round_ - done, note=f"HR@10 {hr10:.3f}")
+            done = round_
+
+        points = run_study(split, config, advance)
+    if args.json:
+        points_json = [{"round": r, "hr10": h} for r, h in points]
+        emit_json({"config": dataclasses.asdict(config), "points": points_json})
+        return 0
+    print(table(["round", f"HR@10 ({args.on})"], [[r, f"{h:.4f}"] for r, h in points]))
+    return 0
 
 
 def _show_measures(result: dict[str, Any], as_json: bool) -> int:
