@@ -96,7 +96,7 @@ FIELDS = (
     Field("model.optimizer", str, "sgd", _one_of(OPTIMIZERS)),
     Field("model.lr", float, 160.0, _positive, help="SGD on each node's mean loss"),
     Field("model.user_lr", float, 0.03, _positive, help="Adam on the private user embeddings"),
-    Field("model.l2", float, 0.003, _non_negative, help="L2 penalty on the embeddings a step uses"),
+    Field("model.l2", float, 0.01, _non_negative, help="L2 penalty on the embeddings a step uses"),
     Field(
         "model.lr_half_life",
         float,

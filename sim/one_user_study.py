@@ -29,7 +29,7 @@ class StudyConfig:
     lr: float = 1500.0  # item SGD on each node's mean loss
     lr_half_life: float = 25.0  # rounds after which the item lr halves (0 = constant)
     user_lr: float = 0.03
-    l2: float = 0.003
+    l2: float = 0.01
     dim: int = 32
     negatives: int = 8
     seed: int = 0
