@@ -67,7 +67,7 @@ def register(commands: Commands) -> None:
         default=0.0,
         help="model versions (merges) after which --lr halves (0 = constant)",
     )
-    sim.add_argument("--clip", type=float, default=0.05, help="largest gradient norm per step")
+    sim.add_argument("--clip", type=float, default=0.05, help="largest item gradient norm per step")
     sim.add_argument("--optimizer", choices=["sgd", "adam"], default="sgd")
     sim.add_argument("--seed", type=int, default=0)
     sim.add_argument(
