@@ -295,10 +295,12 @@ class BPRMF:
         self._item_optimizer.zero_grad(set_to_none=True)
         self._user_optimizer.zero_grad(set_to_none=True)
         loss_total.backward()  # type: ignore[no-untyped-call]
-        if self.config.clip:
-            torch.nn.utils.clip_grad_norm_([self.item_embedding, self.item_bias], self.config.clip)
         self._user_optimizer.step()
         if shared:
+            if self.config.clip:
+                torch.nn.utils.clip_grad_norm_(
+                    [self.item_embedding, self.item_bias], self.config.clip
+                )
             self._item_optimizer.step()
             self.steps_taken += 1
         return float(loss.detach())
