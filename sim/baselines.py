@@ -12,14 +12,14 @@ Test is never looked at before the final score.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from node.progress import Progress
 from node.recommender import BPRMF, BPRConfig
 from sim.dataset import IntArray
-from sim.metrics import Metrics, Scorer, evaluate, validation_hr10
+from sim.metrics import Metrics, Scorer, evaluate, user_hits, validation_hr10
 from sim.split import LeaveOneOut
 
 
@@ -29,6 +29,8 @@ class BaselineResult:
     metrics: Metrics
     seconds: float
     epochs: int = 0
+    # Per-user test hits at 10 (see `user_hits`), kept where another group is judged against it.
+    hits10: np.ndarray | None = field(default=None, compare=False)
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -92,7 +94,8 @@ def centralized(
             model.train_steps(model.steps_per_epoch())
             bar.advance()
     metrics = evaluate(split, model.score)
-    return BaselineResult("centralized BPR-MF", metrics, time.perf_counter() - start, epochs)
+    return BaselineResult("centralized BPR-MF", metrics, time.perf_counter() - start, epochs,
+                          user_hits(split, model.score))  # fmt: skip
 
 
 def local_only(

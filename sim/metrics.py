@@ -89,3 +89,12 @@ def evaluate(split: LeaveOneOut, score: Scorer, users: np.ndarray | None = None)
 def validation_hr10(split: LeaveOneOut, score: Scorer, users: np.ndarray | None = None) -> float:
     users = split.evaluated_users() if users is None else np.asarray(users, dtype=np.int64)
     return hit_rate(sampled_ranks(split, score, users, on="valid"), 10)
+
+
+def user_hits(split: LeaveOneOut, score: Scorer, k: int = 10) -> np.ndarray:
+    """Per user index: 1.0 if the test item ranks in the top k, 0.0 if not, NaN if not evaluated.
+    Lets one model's HR@k be read off for any group of users afterwards."""
+    users = split.evaluated_users()
+    hits = np.full(split.n_users, np.nan)
+    hits[users[split.test_item[users] >= 0]] = sampled_ranks(split, score, users) < k
+    return hits

@@ -98,13 +98,14 @@ class LateJoin:
     seconds_after_join: float
     merges_per_late_node: float
     late_hr10: float
-    network_hr10: float
+    network_hr10: float  # the nodes that started at once (at the latest evaluation)
 
 
 @dataclass
 class SimRun:
     points: list[Point] = field(default_factory=list)
     late: list[LateJoin] = field(default_factory=list)
+    late_users: list[int] = field(default_factory=list)
     wall_seconds: float = 0.0
     peak_rss_mb: float = 0.0
     nodes: int = 0
@@ -182,7 +183,9 @@ class Simulation:
                                    folder / f"node{index:04d}", users, pairs))  # fmt: skip
         late = self._rng.sample(range(len(self.slots)), min(config.late_joiners, len(self.slots)))
         self.late = [self.slots[i] for i in sorted(late)]
-        self.run = SimRun(nodes=len(self.slots), shards=self.shards)
+        self.run = SimRun(nodes=len(self.slots), shards=self.shards,
+                          late_users=[int(u) for s in self.late for u in s.users])  # fmt: skip
+        self._network_hr10 = 0.0  # HR@10 of the nodes that started at once, at the last evaluation
         self._evaluator = ThreadPoolExecutor(1, thread_name_prefix="sim-evaluation")
 
     def _node_config(self, slot: Slot) -> NodeConfig:
@@ -304,21 +307,23 @@ class Simulation:
 
     async def _evaluate(self, now: float) -> Point:
         online = [s for s in self.slots if s.node is not None and s.ingested]
-        ranks = await self._off_loop(self._ranks, online)
+        network = [s for s in online if s not in self.late]
+        network_ranks = await self._off_loop(self._ranks, network)
+        self._network_hr10 = hit_rate(network_ranks, 10)
+        late_ranks = await self._off_loop(self._ranks, [s for s in online if s in self.late])
+        ranks = np.concatenate([network_ranks, late_ranks])
         return Point(now, sum(s.bytes_out() for s in self.slots) / 1e6, hit_rate(ranks, 10),
                      ndcg(ranks, 10), len(online),
                      float(np.mean([s.merges() for s in online])) if online else 0.0)  # fmt: skip
 
     async def _evaluate_late(self, now: float) -> None:
         joined = [s for s in self.late if s.node is not None and s.ingested]
-        others = [s for s in self.slots if s.node is not None and s not in self.late]
-        if not joined or not others:
+        if not joined:
             return
         late_ranks = await self._off_loop(self._ranks, joined)
-        network = self.run.points[-1].hr10 if self.run.points else 0.0
         joined_at = max(s.joined_at or 0.0 for s in joined)
         self.run.late.append(LateJoin(now - joined_at, float(np.mean([s.merges() for s in joined])),
-                                      hit_rate(late_ranks, 10), network))  # fmt: skip
+                                      hit_rate(late_ranks, 10), self._network_hr10))  # fmt: skip
 
     async def _off_loop(self, function: Callable[..., T], *args: Any) -> T:
         """Evaluation on its own thread: the default executor is queued with the nodes' work."""

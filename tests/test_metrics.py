@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from sim.dataset import Dataset
-from sim.metrics import evaluate, hit_rate, ndcg, pessimistic_rank
+from sim.metrics import evaluate, hit_rate, ndcg, pessimistic_rank, user_hits
 from sim.split import N_NEGATIVES, leave_one_out
 
 
@@ -58,6 +58,17 @@ def test_evaluate_on_a_known_scorer() -> None:
     assert result.recall20 == 0.0  # full ranks are 195 and 190
     perfect = evaluate(split, lambda u, c: (c == split.test_item[u][:, None]).astype(float))
     assert (perfect.hr10, perfect.ndcg10, perfect.recall20, perfect.ndcg20) == (1, 1, 1, 1)
+
+
+def test_user_hits_read_off_the_hit_rate_of_any_group(ml100k: Dataset) -> None:
+    split = leave_one_out(ml100k, seed=0)
+    popular = np.bincount(split.train_items, minlength=split.n_items).astype(float)
+    score = lambda _u, c: popular[c]  # noqa: E731
+    hits = user_hits(split, score)
+    assert set(np.unique(hits)) == {0.0, 1.0} and len(hits) == split.n_users
+    assert np.mean(hits) == pytest.approx(evaluate(split, score).hr10)
+    group = np.arange(100, 300)
+    assert np.mean(hits[group]) == pytest.approx(evaluate(split, score, group).hr10)
 
 
 def test_split_is_seeded(ml100k: Dataset) -> None:

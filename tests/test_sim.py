@@ -14,7 +14,8 @@ from sim.baselines import local_only
 from sim.broker import BrokerAddress, EmbeddedBroker, Mosquitto
 from sim.dataset import Dataset
 from sim.partition import genre_skew, partition_users
-from sim.simulation import SimConfig, SimRun, presence_shards, simulate
+from sim.report import late_join_summary
+from sim.simulation import LateJoin, SimConfig, SimRun, presence_shards, simulate
 from sim.split import LeaveOneOut, restrict
 
 pytestmark = [pytest.mark.slow]
@@ -80,6 +81,25 @@ def test_genre_partitions_are_skewed_by_alpha_and_cover_every_user_once(
     assert skews[0.05] > skews[100.0] + 0.15, skews
     one_each = partition_users(ml100k_split, 1)
     assert len(one_each) == ml100k.n_users and all(len(g) == 1 for g in one_each)
+
+
+def test_late_joiners_are_judged_relative_to_centralized_on_their_own_users() -> None:
+    # Users 0-9 joined late and are harder: centralized hits 40% of them, 80% of the others.
+    central = np.array([1.0] * 4 + [0.0] * 6 + [1.0] * 80 + [0.0] * 20)
+
+    def at(seconds: float, late: float) -> LateJoin:
+        return LateJoin(seconds, seconds / 10, late, 0.6)
+
+    run = SimRun(late=[at(10, 0.2), at(20, 0.29), at(30, 0.3), at(40, 0.3), at(50, 0.31)],
+                 late_users=list(range(10)))  # fmt: skip
+    summary = late_join_summary(run, central)
+    assert summary is not None and summary["centralized_hr10_on_late_users"] == 0.4
+    # 0.3 / 0.4 = 0.75 of centralized, as the network's 0.6 / 0.8: caught up, held from 30 s on.
+    assert summary["reached"] and summary["seconds_after_join"] == 30
+    assert summary["merges_per_late_node"] == 3
+    # Judged by the network's raw HR@10 instead (equal difficulty), they never catch up.
+    even = late_join_summary(run, np.full(100, 0.8))
+    assert even is not None and not even["reached"]
 
 
 def test_presence_is_sharded_only_where_views_would_grow_large() -> None:
