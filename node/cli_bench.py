@@ -70,8 +70,8 @@ def register(commands: Commands) -> None:
         "model, on validation (training on train only) unless --on test.",
     )
     study.add_argument("--data", type=Path, help="ml-100k zip or folder (default: user cache)")
-    for flag, kind, default in (("--rounds", int, 60), ("--merges", int, 4),
-                                ("--lr", float, 1500.0), ("--lr-half-life", float, 25.0),
+    for flag, kind, default in (("--rounds", int, 60), ("--merges", int, 8),
+                                ("--lr", float, 15_000.0), ("--lr-half-life", float, 25.0),
                                 ("--user-lr", float, 0.03), ("--l2", float, 0.01),
                                 ("--eval-every", int, 10), ("--seed", int, 0)):  # fmt: skip
         study.add_argument(flag, type=kind, default=default)

@@ -16,6 +16,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
+
 from gossip.codec import Codec
 from gossip.driver import GossipNode, Identity
 from gossip.fairlock import FairLock
@@ -31,6 +33,9 @@ log = logging.getLogger(__name__)
 
 CHECKPOINT_FILE = "model.npz"
 TRAIN_CHUNK = 1  # steps per lock hold: a merge or a recommendation waits for one step at most
+# A merged model this many versions ahead of the one the users were last fit to (a node joining
+# late, or back after a long absence) is a different model to them; a round sees a few dozen.
+CATCH_UP_VERSIONS = 100
 
 
 def gossip_config(config: NodeConfig) -> GossipConfig:
@@ -68,7 +73,7 @@ class Node:
                                  heartbeat=config.gossip_heartbeat, clock=clock, lock=self.lock,
                                  status=self._beacon,
                                  presence_shards=config.gossip_presence_shards)  # fmt: skip
-        self._trained_version = -1  # the model version the last training round started from
+        self._trained_version = protocol.version  # the version the users were last fit to
         self._new_data = True
 
     def close(self) -> None:
@@ -118,12 +123,24 @@ class Node:
         version = self.gossip.protocol.version
         if not self._new_data and version == self._trained_version:
             return False
+        catch_up = version - self._trained_version >= CATCH_UP_VERSIONS
         self._new_data = False
         self._trained_version = version
+        if catch_up:
+            await asyncio.to_thread(self._fit_users)
         await asyncio.to_thread(
             self._train, self.config.train_epochs * self.model.steps_per_epoch()
         )
         return True
+
+    def _fit_users(self) -> None:
+        """Private steps only, fitting every user's vector to a shared model that came from far
+        ahead: until they fit it, the users get poor recommendations, and the node's shared steps,
+        taken through them, point the wrong way."""
+        users = np.asarray(self.model.users, dtype=np.int64)
+        for _ in range(self.config.train_online_steps):
+            with self.lock:
+                self.model.learn_online(users, 1)
 
     @property
     def training_steps(self) -> int:

@@ -297,6 +297,14 @@ class BPRMF:
         loss_total.backward()  # type: ignore[no-untyped-call]
         self._user_optimizer.step()
         if shared:
+            if self.config.optimizer == "sgd" and len(rows) < self.config.batch_size:
+                # SGD's shared step sums over interactions: a node holding 20 moves the shared
+                # model 20/1024 as far as a full batch would. Gossip averages every node's step,
+                # and with a mean a 20-interaction user would weigh as much there as one with
+                # 700. (Adam normalises its steps, so a scale would change nothing there.)
+                for parameter in (self.item_embedding, self.item_bias):
+                    assert parameter.grad is not None
+                    parameter.grad.mul_(len(rows) / self.config.batch_size)
             if self.config.clip:
                 torch.nn.utils.clip_grad_norm_(
                     [self.item_embedding, self.item_bias], self.config.clip

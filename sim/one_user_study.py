@@ -3,7 +3,8 @@
 The real simulation runs 943 nodes with keys, MQTT and threads, and a 2-core machine gets about
 one merge per node every few seconds out of it. This study keeps only the learning: each node
 holds its own copy of the item parameters and its user's vector, takes one BPR step on its own
-interactions per round (the node's mean loss, as `BPRMF` does), then merges pairwise with random
+interactions per round (one batch, smaller than `BATCH`: as on a node, the item step sums the
+loss over its interactions and divides by `BATCH`), then merges pairwise with random
 partners `merges` times, or, with merges = 0, every node gets the exact mean (FedAvg, the best
 case gossip can approach). Users step with Adam, items with SGD, as on the nodes. What it leaves
 out, asynchrony, staleness and lost messages, is what the real simulation measures.
@@ -17,16 +18,19 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from node.recommender import BPRConfig
 from sim.baselines import train_and_valid_pairs
 from sim.metrics import hit_rate, sampled_ranks
 from sim.split import LeaveOneOut
+
+BATCH = BPRConfig().batch_size
 
 
 @dataclass(frozen=True)
 class StudyConfig:
     rounds: int = 60
-    merges: int = 4  # random pairings per round (each node merges once per pairing); 0 = exact
-    lr: float = 1500.0  # item SGD on each node's mean loss
+    merges: int = 8  # random pairings per round (each node merges once per pairing); 0 = exact
+    lr: float = 15_000.0  # item SGD per BATCH interactions, as model.lr on a node
     lr_half_life: float = 25.0  # rounds after which the item lr halves (0 = constant)
     user_lr: float = 0.03
     l2: float = 0.01
@@ -59,7 +63,6 @@ class OneUserNodes:
         n, i, d = split.n_users, split.n_items, config.dim
         self.users = torch.from_numpy(users)
         self.flat_items = torch.from_numpy(users * i + items)  # row of (node, item) in [N*I]
-        self.weight = torch.from_numpy(1.0 / np.bincount(users, minlength=n)[users]).float()
         self.items = (torch.randn(i, d, generator=generator) * 0.1).repeat(n, 1, 1)
         self.bias = torch.zeros(n, i)
         self.user = torch.nn.Parameter(torch.randn(n, d, generator=generator) * 0.1)
@@ -81,9 +84,10 @@ class OneUserNodes:
         )
         penalty = (user**2).sum(-1) + (positive**2).sum(-1) + (negative**2).sum((1, 2)) / k
         per_interaction = -torch.nn.functional.logsigmoid(margin).mean(1) + self.config.l2 * penalty
-        loss = (per_interaction * self.weight).sum()  # the sum over nodes of each one's mean loss
         self._user_adam.zero_grad()
-        loss.backward()  # type: ignore[no-untyped-call]
+        # Each node's rows only see its own terms; Adam ignores a user's constant loss scale,
+        # so sum or mean is the same to the users.
+        (per_interaction.sum() / BATCH).backward()  # type: ignore[no-untyped-call]
         self._user_adam.step()
         with torch.no_grad():
             assert items.grad is not None and bias.grad is not None

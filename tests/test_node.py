@@ -23,7 +23,7 @@ from gossip.memory import InMemoryBroker
 from node.config import config_for
 from node.control import ControlError, ControlServer, request
 from node.logs import JsonLines
-from node.node import CHECKPOINT_FILE, Node
+from node.node import CATCH_UP_VERSIONS, CHECKPOINT_FILE, Node
 from node.node_api import handlers, parse_rows
 from node.prometheus import MetricsServer, exposition
 from sim.broker import free_port
@@ -106,6 +106,21 @@ async def test_the_item_learning_rate_halves_every_half_life_of_model_versions(
         assert await node.train_round() and node.model.shared_lr == 100.0
         node.gossip.protocol.version = 20  # two half-lives of merges, e.g. on joining late
         assert await node.train_round() and node.model.shared_lr == 25.0
+
+
+async def test_a_model_from_far_ahead_gets_the_users_refit_first(tmp_path: Path) -> None:
+    identity, broker = admit(Authority.create(tmp_path / "ca", "unit")), InMemoryBroker()
+    async with started(tmp_path / "n", identity, broker, train_online_steps=10) as node:
+        await node.ingest(*interactions([1, 2], 8))
+        assert await node.train_round()
+        moved = []
+        for jump in (1, CATCH_UP_VERSIONS):  # an ordinary merge; then joining late
+            before = node.model.user_embedding.detach().clone()
+            node.gossip.protocol.version += jump
+            assert await node.train_round()
+            moved.append(float((node.model.user_embedding.detach() - before).norm()))
+        # Two steps each round; the catch-up adds ten steps on the users alone.
+        assert moved[1] > 2.5 * moved[0], moved
 
 
 async def test_bad_interactions_are_refused_before_anything_is_stored(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ from sim.split import LeaveOneOut, restrict
 
 def test_merges_conserve_the_mean_and_the_nodes_learn(ml100k_split: LeaveOneOut) -> None:
     split = restrict(ml100k_split, np.arange(200))
-    config = StudyConfig(merges=2, lr=500.0, on="valid")
+    config = StudyConfig(merges=2, lr=5000.0, on="valid")
     nodes = OneUserNodes(split, config)
     untrained = nodes.hr10()
     nodes.step(config.lr)

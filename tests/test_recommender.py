@@ -96,6 +96,19 @@ def test_shared_arrays_are_live_views_of_the_model() -> None:
     assert model.recommend(0, 1).tolist() == [7]
 
 
+def test_an_sgd_step_on_fewer_interactions_than_a_batch_moves_items_proportionally_less() -> None:
+    # Gossip averages every node's step: a node holding 10 interactions must weigh 10 in it.
+    moves = {}
+    for batch_size in (10, 1000):
+        model = BPRMF(30, BPRConfig(dim=4, optimizer="sgd", lr=1.0, batch_size=batch_size))
+        model.add_interactions(np.repeat([0, 1], 5), np.arange(10))
+        before = model.shared_arrays()["item_embedding"].copy()
+        model.train_steps(1)
+        moves[batch_size] = model.shared_arrays()["item_embedding"] - before
+    assert np.abs(moves[10]).max() > 0
+    np.testing.assert_allclose(moves[1000], moves[10] * 10 / 1000, rtol=0.01, atol=1e-8)
+
+
 def test_bad_input_is_refused_with_the_reason() -> None:
     model = BPRMF(20)
     with pytest.raises(ValueError, match=r"item ids must lie in \[0, 20\)"):
