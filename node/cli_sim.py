@@ -197,6 +197,12 @@ def run_sim(args: argparse.Namespace) -> int:
         f"{'-' if to_95 is None else f'{to_95:.1f}'} MB/node to 95% of its final HR@10; "
         f"wall {gossip['wall_seconds']:.0f} s, peak memory {gossip['peak_rss_mb']:.0f} MB"
     )
+    if gossip["pace_highest"] > 1:
+        print(
+            f"this machine could not keep up: updates were shed, so the periods were stretched "
+            f"up to {gossip['pace_highest']:.2f}x (at the end {gossip['pace_final']:.2f}x) "
+            f"the requested --period {config.period:g} s"
+        )
     if report["late_joiners"]:
         late = report["late_joiners"]
         print(

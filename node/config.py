@@ -94,7 +94,13 @@ FIELDS = (
     Field("model.dim", int, 32, _positive),
     Field("model.seed", int, 0, help="the same on every node: all start from one model"),
     Field("model.optimizer", str, "sgd", _one_of(OPTIMIZERS)),
-    Field("model.lr", float, 160.0, _positive, help="item SGD step per batch of 1024 interactions (smaller batches step less)"),
+    Field(
+        "model.lr",
+        float,
+        160.0,
+        _positive,
+        help="item SGD step per batch of 1024 interactions (smaller batches step less)",
+    ),
     Field("model.user_lr", float, 0.03, _positive, help="Adam on the private user embeddings"),
     Field("model.l2", float, 0.01, _non_negative, help="L2 penalty on the embeddings a step uses"),
     Field(

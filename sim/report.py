@@ -73,6 +73,8 @@ def build_report(
             "presence_shards": run.shards,
             "restarts": run.restarts,
             "dropped_messages": run.dropped_messages,
+            "pace_highest": run.pace_highest,
+            "pace_final": run.points[-1].pace,
             "rejected": run.rejected,
         },
         "late_joiners": late_join_summary(run, central_hits),

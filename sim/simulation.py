@@ -20,7 +20,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -38,6 +38,7 @@ from sim.broker import BrokerAddress
 from sim.dataset import IntArray
 from sim.faults import LossyTransport
 from sim.metrics import Metrics, evaluate, hit_rate, ndcg, sampled_ranks
+from sim.pacing import Pacer
 from sim.split import LeaveOneOut
 
 log = logging.getLogger(__name__)
@@ -89,6 +90,7 @@ class Point:
     ndcg10: float
     online: int
     merges_per_node: float
+    pace: float = 1.0  # the periods in effect, as a multiple of the requested ones
 
 
 @dataclass
@@ -112,6 +114,7 @@ class SimRun:
     shards: int = 1
     restarts: int = 0
     dropped_messages: int = 0
+    pace_highest: float = 1.0  # the most the periods were stretched (see sim/pacing.py)
     rejected: dict[str, int] = field(default_factory=dict)
     final: Metrics | None = None
 
@@ -186,19 +189,25 @@ class Simulation:
         self.run = SimRun(nodes=len(self.slots), shards=self.shards,
                           late_users=[int(u) for s in self.late for u in s.users])  # fmt: skip
         self._network_hr10 = 0.0  # HR@10 of the nodes that started at once, at the last evaluation
+        self.pacer = Pacer()
         self._evaluator = ThreadPoolExecutor(1, thread_name_prefix="sim-evaluation")
 
+    def _periods(self) -> tuple[float, float]:
+        """Gossip and training periods in effect: the requested ones, stretched by the pacer."""
+        c, pace = self.config, self.pacer.factor
+        return c.period * pace, (c.train_period or c.period) * pace
+
     def _node_config(self, slot: Slot) -> NodeConfig:
-        c = self.config
+        c, (gossip_period, train_period) = self.config, self._periods()
         return config_for(
             slot.folder, self.split.n_items, broker_url=f"mqtt://{self.broker.host}:{self.broker.port}",
             broker_protocol=self.broker.protocol,
-            gossip_codec=c.codec, gossip_period=c.period, gossip_fanout=c.fanout,
+            gossip_codec=c.codec, gossip_period=gossip_period, gossip_fanout=c.fanout,
             gossip_heartbeat=self.heartbeat, gossip_suspect_after=2.5 * self.heartbeat,
             gossip_dead_after=4 * self.heartbeat, gossip_presence_shards=self.shards,
             model_seed=c.seed, model_lr=c.lr, model_user_lr=c.user_lr, model_l2=c.l2,
             model_clip=c.clip, model_optimizer=c.optimizer, model_lr_half_life=c.lr_half_life,
-            train_epochs=c.epochs, train_period=c.train_period or c.period,
+            train_epochs=c.epochs, train_period=train_period,
             node_checkpoint_period=max(30.0, c.duration / 4),
         )  # fmt: skip
 
@@ -275,6 +284,7 @@ class Simulation:
                 await self._faults(group, now, late)
                 if self.late and self.late[0].joined_at is not None:
                     await self._evaluate_late(now)
+                self._pace(now)
                 self._on_tick(now, point)
                 await asyncio.sleep(1.0)
             for slot in self.slots:  # churn ends: those away come back (from their checkpoints)
@@ -290,6 +300,20 @@ class Simulation:
         self.run.peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         self.run.dropped_messages = sum(s.dropped_before for s in self.slots)
         return self.run
+
+    def _pace(self, now: float) -> None:
+        live = [s.node for s in self.slots if s.node is not None]
+        shed = self.run.rejected.get("inbox:overflow", 0) + sum(
+            n.gossip.rejected().get("inbox:overflow", 0) for n in live
+        )
+        if not self.pacer.update(now, shed, sum(s.merges() for s in self.slots)):
+            return
+        gossip_period, train_period = self._periods()
+        for node in live:
+            protocol = node.gossip.protocol
+            protocol.config = replace(protocol.config, period=gossip_period)
+            node.config = replace(node.config, train_period=train_period)
+        self.run.pace_highest = self.pacer.highest
 
     async def _faults(self, group: asyncio.TaskGroup, now: float, late: set[int]) -> None:
         join_at = self.config.late_join_at * self.config.duration
@@ -314,7 +338,8 @@ class Simulation:
         ranks = np.concatenate([network_ranks, late_ranks])
         return Point(now, sum(s.bytes_out() for s in self.slots) / 1e6, hit_rate(ranks, 10),
                      ndcg(ranks, 10), len(online),
-                     float(np.mean([s.merges() for s in online])) if online else 0.0)  # fmt: skip
+                     float(np.mean([s.merges() for s in online])) if online else 0.0,
+                     self.pacer.factor)  # fmt: skip
 
     async def _evaluate_late(self, now: float) -> None:
         joined = [s for s in self.late if s.node is not None and s.ingested]
