@@ -22,6 +22,10 @@ from gossip.membership import Membership, MembershipConfig
 
 STRATEGIES = ("push-sum", "pairwise")
 MAX_VERSION_LEAD = 1_000
+# A model this many versions along is a different model from the common starting one. A fresh
+# node (version 0) meeting one adopts it instead of averaging: its own untouched model carries
+# nothing, and averaging it in would set an established peer back halfway to the start.
+ESTABLISHED = 100
 
 
 @dataclass(frozen=True)
@@ -126,12 +130,18 @@ class GossipProtocol:
             self.weight = push_sum_merge(self.params, self.weight, update.params, update.weight)
         elif update.kind is Kind.MERGE_REQUEST:
             alpha = staleness_alpha(now - update.sent_at, self.config.staleness_half_life)
+            mine, theirs = alpha, alpha  # how far this node moves; how far the requester will
+            if self.version == 0 and update.version >= ESTABLISHED:
+                mine, theirs = 1.0, 0.0
+            elif update.version == 0 and self.version >= ESTABLISHED:
+                mine, theirs = 0.0, 1.0
             # The reply carries the request's rows, so both sides move the same rows by
-            # opposite amounts and the sum is conserved for sparse codecs too.
-            reply = self._snapshot(Kind.MERGE_REPLY, self.weight, now, alpha, update.sent_at,
+            # opposite amounts and the sum is conserved for sparse codecs too (the adoption
+            # of a fresh node aside).
+            reply = self._snapshot(Kind.MERGE_REPLY, self.weight, now, theirs, update.sent_at,
                                    update.rows or None)  # fmt: skip
             replies.append(Send(peer, reply))
-            pairwise_merge(self.params, update.params, alpha, update.rows or None)
+            pairwise_merge(self.params, update.params, mine, update.rows or None)
         else:
             sent = self._outstanding.get(peer)
             if sent is None or sent.sent_at != update.reply_to:

@@ -22,7 +22,7 @@ from gossip.codec import Codec
 from gossip.driver import GossipNode, Identity
 from gossip.fairlock import FairLock
 from gossip.membership import MembershipConfig
-from gossip.protocol import GossipConfig, GossipProtocol
+from gossip.protocol import ESTABLISHED, GossipConfig, GossipProtocol
 from gossip.transport import Transport
 from node.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from node.config import NodeConfig
@@ -33,9 +33,6 @@ log = logging.getLogger(__name__)
 
 CHECKPOINT_FILE = "model.npz"
 TRAIN_CHUNK = 1  # steps per lock hold: a merge or a recommendation waits for one step at most
-# A merged model this many versions ahead of the one the users were last fit to (a node joining
-# late, or back after a long absence) is a different model to them; a round sees a few dozen.
-CATCH_UP_VERSIONS = 100
 
 
 def gossip_config(config: NodeConfig) -> GossipConfig:
@@ -123,7 +120,9 @@ class Node:
         version = self.gossip.protocol.version
         if not self._new_data and version == self._trained_version:
             return False
-        catch_up = version - self._trained_version >= CATCH_UP_VERSIONS
+        # A model this far ahead of the one the users were last fit to (joining late, back from
+        # a long absence) is a different model to them; an ordinary round sees a few dozen.
+        catch_up = version - self._trained_version >= ESTABLISHED
         self._new_data = False
         self._trained_version = version
         if catch_up:

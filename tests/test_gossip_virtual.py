@@ -10,7 +10,7 @@ import pytest
 from gossip.averaging import Arrays, mean_of, relative_error
 from gossip.codec import Codec, Kind, ModelUpdate
 from gossip.membership import MembershipConfig
-from gossip.protocol import MAX_VERSION_LEAD, GossipConfig, GossipProtocol
+from gossip.protocol import ESTABLISHED, MAX_VERSION_LEAD, GossipConfig, GossipProtocol
 from gossip.virtual import VirtualNetwork
 
 NEVER = MembershipConfig(suspect_after=1e6, dead_after=2e6)
@@ -113,3 +113,32 @@ def test_model_version_is_a_logical_clock_a_peer_can_push_only_so_far() -> None:
     forged = ModelUpdate(Kind.MERGE_REQUEST, update.params, version=10**12)
     newcomer.receive(veteran.node_id, forged, 0.0)
     assert newcomer.version == 301 + MAX_VERSION_LEAD + 1
+
+
+@pytest.mark.parametrize("fresh_asks", [True, False])
+def test_a_fresh_node_adopts_an_established_model_and_leaves_it_untouched(fresh_asks: bool) -> None:
+    _, (veteran, fresh), _ = cluster(2, "pairwise")
+    veteran.version = ESTABLISHED
+    established = {k: v.copy() for k, v in veteran.params.items()}
+    asker, answerer = (fresh, veteran) if fresh_asks else (veteran, fresh)
+    now = asker.next_tick
+    [request] = asker.tick(now)
+    [reply] = answerer.receive(asker.node_id, request.update, now)
+    asker.receive(answerer.node_id, reply.update, now)
+    # Averaging would have set the veteran back halfway to the common start.
+    np.testing.assert_array_equal(veteran.params["v"], established["v"])
+    np.testing.assert_allclose(fresh.params["v"], established["v"], atol=1e-6)
+    assert fresh.version > ESTABLISHED
+
+
+def test_nodes_that_are_both_established_or_both_fresh_average() -> None:
+    for version in (0, ESTABLISHED):
+        _, (a, b), _ = cluster(2, "pairwise")
+        a.version = b.version = version
+        before = (a.params["v"] + b.params["v"]) / 2
+        now = a.next_tick
+        [request] = a.tick(now)
+        [reply] = b.receive(a.node_id, request.update, now)
+        a.receive(b.node_id, reply.update, now)
+        np.testing.assert_allclose(a.params["v"], before, atol=1e-6)
+        np.testing.assert_allclose(b.params["v"], before, atol=1e-6)

@@ -20,10 +20,11 @@ from crypto.authority import Authority
 from gossip.driver import Identity, last_will, subscriptions
 from gossip.fairlock import FairLock
 from gossip.memory import InMemoryBroker
+from gossip.protocol import ESTABLISHED
 from node.config import config_for
 from node.control import ControlError, ControlServer, request
 from node.logs import JsonLines
-from node.node import CATCH_UP_VERSIONS, CHECKPOINT_FILE, Node
+from node.node import CHECKPOINT_FILE, Node
 from node.node_api import handlers, parse_rows
 from node.prometheus import MetricsServer, exposition
 from sim.broker import free_port
@@ -114,7 +115,7 @@ async def test_a_model_from_far_ahead_gets_the_users_refit_first(tmp_path: Path)
         await node.ingest(*interactions([1, 2], 8))
         assert await node.train_round()
         moved = []
-        for jump in (1, CATCH_UP_VERSIONS):  # an ordinary merge; then joining late
+        for jump in (1, ESTABLISHED):  # an ordinary merge; then joining late
             before = node.model.user_embedding.detach().clone()
             node.gossip.protocol.version += jump
             assert await node.train_round()

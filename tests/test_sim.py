@@ -13,8 +13,8 @@ from node.cli import main
 from sim.baselines import local_only
 from sim.broker import BrokerAddress, EmbeddedBroker, Mosquitto
 from sim.dataset import Dataset
-from sim.partition import genre_skew, partition_users
 from sim.pacing import MOST, Pacer
+from sim.partition import genre_skew, partition_users
 from sim.report import late_join_summary
 from sim.simulation import LateJoin, SimConfig, SimRun, presence_shards, simulate
 from sim.split import LeaveOneOut, restrict
