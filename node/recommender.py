@@ -283,10 +283,13 @@ class BPRMF:
         negatives = torch.from_numpy(self._sample_negatives(rows))
         pos_index = torch.from_numpy(items)
         user = embed(torch.from_numpy(rows), self.user_embedding)
-        pos = embed(pos_index, self.item_embedding)
-        neg = embed(negatives, self.item_embedding)
-        pos_bias = embed(pos_index, self.item_bias[:, None])[:, 0]
-        neg_bias = embed(negatives, self.item_bias[:, None])[..., 0]
+        # A private-only step would discard the item gradient: do not compute it.
+        items_table = self.item_embedding if shared else self.item_embedding.detach()
+        bias_table = (self.item_bias if shared else self.item_bias.detach())[:, None]
+        pos = embed(pos_index, items_table)
+        neg = embed(negatives, items_table)
+        pos_bias = embed(pos_index, bias_table)[:, 0]
+        neg_bias = embed(negatives, bias_table)[..., 0]
         pos_score = (user * pos).sum(-1) + pos_bias
         neg_score = torch.einsum("bd,bnd->bn", user, neg) + neg_bias
         loss = -torch.nn.functional.logsigmoid(pos_score[:, None] - neg_score).mean()

@@ -23,15 +23,15 @@ MOST = 4.0
 class Pacer:
     factor: float = 1.0  # the periods in effect are the requested ones times this
     highest: float = 1.0
-    _due: float = WINDOW
+    due: float = WINDOW  # when the next decision is
     _shed: int = 0
     _merged: int = 0
 
     def update(self, now: float, shed: int, merged: int) -> bool:
         """Feed the run's cumulative shed updates and merges; True when the factor changed."""
-        if now < self._due:
+        if now < self.due:
             return False
-        self._due = now + WINDOW
+        self.due = now + WINDOW
         shed_now, merged_now = shed - self._shed, merged - self._merged
         self._shed, self._merged = shed, merged
         before = self.factor
