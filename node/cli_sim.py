@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import sys
 from pathlib import Path
 from typing import Any, TypeAlias
@@ -80,6 +81,9 @@ def register(commands: Commands) -> None:
     sim.add_argument("--drop", type=float, default=0.0, help="share of model messages lost")
     sim.add_argument("--late-joiners", type=int, default=0, help="nodes that join halfway through")
     sim.add_argument("--eval-every", type=float, default=5.0, help="seconds between evaluations")
+    sim.add_argument("--workers", type=int, default=None,
+                     help="processes to deal the nodes over (default: one per core, up to 4, "
+                          "from 200 nodes on; else 1)")  # fmt: skip
     sim.add_argument("--broker", help="mqtt://HOST:PORT (default: start one here)")
     sim.add_argument(
         "--out", type=Path, default=Path("sim-report"), help="where report.json and report.png go"
@@ -112,7 +116,7 @@ def run_sim(args: argparse.Namespace) -> int:
     from sim.broker import BrokerError, any_broker
     from sim.partition import partition_users
     from sim.report import SUMMARY_HEADERS, build_report, summary_rows, write_report
-    from sim.simulation import SimConfig, simulate
+    from sim.simulation import SimConfig, default_workers, simulate
     from sim.split import leave_one_out, restrict
 
     try:
@@ -135,6 +139,7 @@ def run_sim(args: argparse.Namespace) -> int:
             drop=args.drop,
             late_joiners=args.late_joiners,
             eval_every=args.eval_every,
+            workers=1 if args.workers is None else args.workers,
         )
         dataset = load_dataset(args.dataset, args.data, args.seed)
         split = leave_one_out(dataset, seed=args.seed)
@@ -150,6 +155,8 @@ def run_sim(args: argparse.Namespace) -> int:
     if args.nodes is not None:
         groups = groups[: max(1, args.nodes)]
         split = restrict(split, np.concatenate(groups))
+    if args.workers is None:
+        config = dataclasses.replace(config, workers=default_workers(len(groups)))
     show = not args.json or sys.stderr.isatty()
     baselines = [
         centralized(split, show_progress=show),

@@ -1,7 +1,8 @@
-"""`gossiprec sim`: N real nodes in one process, each with its own MQTT connection.
+"""`gossiprec sim`: N real nodes, each with its own MQTT connection, in one or a few processes.
 
 Every node is the daemon's Node class with its own keys, certificate, SQLite store, checkpoints
-and MQTT client; only the process is shared. Users are partitioned over nodes (sim/partition.py);
+and MQTT client (sim/host.py); they share this process, or, with `workers` > 1, are dealt over it
+and child processes (sim/workers.py). Users are partitioned over nodes (sim/partition.py);
 each node ingests its users' train + validation interactions through `Node.ingest` and never sees
 anyone else's. Quality is each node's own model scored on its own users' held-out test items.
 Faults: churn (nodes leave and come back from their checkpoint), message loss, late joiners.
@@ -11,42 +12,32 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
-import logging
 import math
+import os
 import random
-import resource
 import tempfile
 import time
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
 
 import numpy as np
+import torch
 
 from crypto.authority import Authority
-from crypto.keys import NodeKeys
-from gossip.driver import Identity, last_will, subscriptions
-from gossip.mqtt import MqttConfig, MqttTransport
-from gossip.transport import Transport
-from node.config import NodeConfig, config_for
-from node.node import Node
 from sim.baselines import train_and_valid_pairs
 from sim.broker import BrokerAddress
 from sim.dataset import IntArray
-from sim.faults import LossyTransport
-from sim.metrics import Metrics, evaluate, hit_rate, ndcg, sampled_ranks
+from sim.host import HostSpec, NodeHost, SeatSpec, SeatStats
+from sim.metrics import Metrics, Scorer, evaluate, hit_rate, ndcg, sampled_ranks
 from sim.pacing import Pacer
 from sim.split import LeaveOneOut
+from sim.workers import Host, WorkerHost
 
-log = logging.getLogger(__name__)
-
-T = TypeVar("T")
 # Peers a node should see through sharded presence, about. Every beacon is delivered to and
 # verified by this many nodes: in a 943-node run beacons outnumbered model updates ten to one.
 TARGET_VIEW = 32
+MANY_NODES = 200  # from here on the nodes are dealt over one process per core
 
 
 @dataclass(frozen=True)
@@ -70,6 +61,7 @@ class SimConfig:
     late_joiners: int = 0  # nodes that start only at `late_join_at` x duration
     late_join_at: float = 0.5
     eval_every: float = 5.0
+    workers: int = 1  # processes the nodes are dealt over (see `default_workers`)
 
     def __post_init__(self) -> None:
         if self.duration <= 0 or self.period <= 0 or self.eval_every <= 0 or self.train_period < 0:
@@ -78,6 +70,8 @@ class SimConfig:
             raise ValueError("need churn in [0, 60), drop in [0, 1) and late_joiners >= 0")
         if not 0 < self.late_join_at < 1:
             raise ValueError("late_join_at must lie in (0, 1)")
+        if self.workers < 1:
+            raise ValueError("workers must be >= 1")
 
 
 @dataclass
@@ -119,6 +113,12 @@ class SimRun:
     final: Metrics | None = None
 
 
+def default_workers(nodes: int) -> int:
+    """One process per core once there are enough nodes to keep each busy: a process gets about
+    one core out of the GIL (943 nodes in one used 1.2 of 2); a few dozen fit in one."""
+    return 1 if nodes < MANY_NODES else max(1, min(os.cpu_count() or 1, 4))
+
+
 def presence_shards(nodes: int) -> int:
     """Fewest shards that keep a node's view near TARGET_VIEW peers (1 for small networks)."""
     shards = 1
@@ -127,35 +127,16 @@ def presence_shards(nodes: int) -> int:
     return shards
 
 
+@dataclass
 class Slot:
-    """One node's seat in the simulation: identity and data fixed, the running Node replaceable."""
+    """The simulation's record of one node's seat; the node itself runs in `host`."""
 
-    def __init__(self, index: int, identity: Identity, folder: Path, users: IntArray,
-                 pairs: tuple[IntArray, IntArray, IntArray]) -> None:  # fmt: skip
-        self.index = index
-        self.identity = identity
-        self.folder = folder
-        self.users = users
-        self.pairs = pairs
-        self.node: Node | None = None
-        self.task: asyncio.Task[None] | None = None
-        self.joined_at: float | None = None
-        self.down_until = 0.0
-        self.bytes_before = 0  # sent by earlier incarnations
-        self.merges_before = 0
-        self.dropped_before = 0
-        self.ingested = False
-
-    @property
-    def online(self) -> bool:
-        return self.task is not None and not self.task.done()
-
-    def bytes_out(self) -> int:
-        now = self.node.gossip.transport.stats.bytes_out if self.node else 0
-        return self.bytes_before + now
-
-    def merges(self) -> int:
-        return self.merges_before + (self.node.gossip.protocol.stats.merged if self.node else 0)
+    index: int
+    users: IntArray
+    host: Host
+    online: bool = False  # started and not stopped
+    joined_at: float | None = None
+    down_until: float = 0.0
 
 
 class Simulation:
@@ -164,226 +145,181 @@ class Simulation:
                  on_tick: Callable[[float, Point | None], None] | None = None) -> None:  # fmt: skip
         self.split = split
         self.config = config
-        self.broker = broker
         self.shards = presence_shards(len(groups))
-        # Crashes are seen at once through last wills; the heartbeat only refreshes liveness, and
-        # with hundreds of nodes in one process its beacons crowd out model updates.
-        self.heartbeat = 5.0 if len(groups) <= 64 else 30.0 if len(groups) <= 256 else 120.0
         self._on_tick = on_tick or (lambda _t, _p: None)
         self._rng = random.Random(config.seed)
-        authority = Authority.create(folder / "ca", "sim")
-        now = int(time.time())
+        self._folder = folder
+        # Crashes are seen at once through last wills; the heartbeat only refreshes liveness, and
+        # with hundreds of nodes in one process its beacons crowd out model updates.
+        heartbeat = 5.0 if len(groups) <= 64 else 30.0 if len(groups) <= 256 else 120.0
         users_all, items_all = train_and_valid_pairs(split)
         times_all = np.arange(len(users_all), dtype=np.int64)
-        self.slots = []
+        seats = []
         for index, users in enumerate(groups):
-            keys = NodeKeys.generate()
-            cert = authority.issue(keys.signing_public, keys.encryption_public, now - 60,
-                                   now + 86_400)  # fmt: skip
             mine = np.isin(users_all, users)
             pairs = (users_all[mine], items_all[mine], times_all[mine])
-            self.slots.append(Slot(index, Identity(keys, cert, authority.trust_store()),
-                                   folder / f"node{index:04d}", users, pairs))  # fmt: skip
+            seats.append(SeatSpec(index, users, pairs))
+        # Seats dealt round-robin, so late joiners and churn fall on every host alike.
+        workers = max(1, min(config.workers, len(seats)))
+        specs = [HostSpec(config, broker, split.n_items, self.shards, heartbeat, folder,
+                          seats[w::workers]) for w in range(workers)]  # fmt: skip
+        self.hosts: list[Host] = [NodeHost(specs[0])] + [WorkerHost(s) for s in specs[1:]]
+        self.slots = [Slot(s.index, s.users, self.hosts[s.index % workers]) for s in seats]
         late = self._rng.sample(range(len(self.slots)), min(config.late_joiners, len(self.slots)))
         self.late = [self.slots[i] for i in sorted(late)]
         self.run = SimRun(nodes=len(self.slots), shards=self.shards,
                           late_users=[int(u) for s in self.late for u in s.users])  # fmt: skip
         self._network_hr10 = 0.0  # HR@10 of the nodes that started at once, at the last evaluation
         self.pacer = Pacer()
-        self._evaluator = ThreadPoolExecutor(1, thread_name_prefix="sim-evaluation")
 
-    def _periods(self) -> tuple[float, float]:
-        """Gossip and training periods in effect: the requested ones, stretched by the pacer."""
-        c, pace = self.config, self.pacer.factor
-        return c.period * pace, (c.train_period or c.period) * pace
+    async def _certify(self) -> None:
+        """Every host's nodes get a certificate from one authority (the keys stay in the host)."""
+        authority = Authority.create(self._folder / "ca", "sim")
+        now = int(time.time())
+        crl = authority.revocation_list()
+        for host in self.hosts:
+            certificates = {
+                index: authority.issue(signing, encryption, now - 60, now + 86_400)
+                for index, (signing, encryption) in (await host.public_keys()).items()
+            }
+            await host.certify(certificates, authority.network, authority.public, crl)
 
-    def _node_config(self, slot: Slot) -> NodeConfig:
-        c, (gossip_period, train_period) = self.config, self._periods()
-        return config_for(
-            slot.folder, self.split.n_items, broker_url=f"mqtt://{self.broker.host}:{self.broker.port}",
-            broker_protocol=self.broker.protocol,
-            gossip_codec=c.codec, gossip_period=gossip_period, gossip_fanout=c.fanout,
-            gossip_heartbeat=self.heartbeat, gossip_suspect_after=2.5 * self.heartbeat,
-            gossip_dead_after=4 * self.heartbeat, gossip_presence_shards=self.shards,
-            model_seed=c.seed, model_lr=c.lr, model_user_lr=c.user_lr, model_l2=c.l2,
-            model_clip=c.clip, model_optimizer=c.optimizer, model_lr_half_life=c.lr_half_life,
-            train_epochs=c.epochs, train_period=train_period,
-            node_checkpoint_period=max(30.0, c.duration / 4),
-        )  # fmt: skip
+    def _by_host(self, slots: list[Slot]) -> list[tuple[Host, list[int]]]:
+        return [(h, [s.index for s in slots if s.host is h]) for h in self.hosts]
 
-    def _transport(self, slot: Slot) -> Transport:
-        broker = self.broker
-        mqtt = MqttConfig(host=broker.host, port=broker.port, protocol=broker.protocol,
-                          keepalive=30, timeout=30.0, backoff_initial=0.5, backoff_max=5.0,
-                          queue_size=128)  # fmt: skip
-        identity = slot.identity
-        inner = MqttTransport(mqtt, identity.node_id.hex(), subscriptions(identity, self.shards),
-                              last_will(identity, self.shards), seed=slot.index)  # fmt: skip
-        if self.config.drop:
-            return LossyTransport(inner, self.config.drop, seed=self.config.seed + slot.index)
-        return inner
+    async def _stats(self, slots: list[Slot] | None = None) -> dict[int, SeatStats]:
+        wanted = self._by_host(slots if slots is not None else self.slots)
+        parts = await asyncio.gather(*(host.stats(indices) for host, indices in wanted))
+        return {index: seat for part in parts for index, seat in part.seats.items()}
 
-    async def prepare(self, slot: Slot) -> None:
-        """A Node on a fresh transport; on first use it ingests its users' interactions."""
-        transport = self._transport(slot)
-        slot.node = Node(self._node_config(slot), slot.identity, transport)
-        if not slot.ingested:
-            await slot.node.ingest(*slot.pairs)
-            slot.ingested = True
+    async def execute(self) -> SimRun:
+        started = time.monotonic()
+        try:
+            await self._certify()
+            await self._gossip()
+        finally:
+            totals = await asyncio.gather(*(host.stats() for host in self.hosts))
+            await asyncio.gather(*(host.close() for host in self.hosts))
+        for total in totals:
+            for reason, count in total.rejected.items():
+                self.run.rejected[reason] = self.run.rejected.get(reason, 0) + count
+        self.run.wall_seconds = time.monotonic() - started
+        # Every process's own peak, summed: an upper bound on the run's peak.
+        self.run.peak_rss_mb = sum(total.peak_rss_mb for total in totals)
+        self.run.dropped_messages = sum(s.dropped for t in totals for s in t.seats.values())
+        self.run.pace_highest = self.pacer.highest
+        return self.run
 
-    async def _serve(self, slot: Slot) -> None:
-        if slot.node is None:
-            await self.prepare(slot)
-        node = slot.node
-        assert node is not None
-        transport = node.gossip.transport
-        async with transport:
-            try:
-                await node.run()
-            finally:
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(node.gossip.leave(), 2.0)
-                slot.bytes_before += transport.stats.bytes_out
-                slot.merges_before += node.gossip.protocol.stats.merged
-                if isinstance(transport, LossyTransport):
-                    slot.dropped_before += transport.dropped
-                for reason, count in node.gossip.rejected().items():
-                    self.run.rejected[reason] = self.run.rejected.get(reason, 0) + count
-                slot.node = None
-                node.close()
+    async def _gossip(self) -> None:
+        late = {s.index for s in self.late}
+        starting = [s for s in self.slots if s.index not in late]
+        # Every node holds its data before any gossips.
+        await asyncio.gather(*(host.prepare(indices) for host, indices in self._by_host(starting)))
+        for slot in starting:
+            await self._start(slot, 0.0)
+        begin = time.monotonic()
+        next_eval = 0.0
+        while (now := time.monotonic() - begin) < self.config.duration:
+            point = None
+            if now >= next_eval:
+                point = await self._evaluate(now)
+                self.run.points.append(point)
+                next_eval += self.config.eval_every
+            await self._faults(now, late)
+            if self.late and self.late[0].joined_at is not None:
+                await self._evaluate_late(now)
+            await self._pace(now)
+            self._on_tick(now, point)
+            await asyncio.sleep(1.0)
+        for slot in self.slots:  # churn ends: those away come back (from their checkpoints)
+            if not slot.online:
+                await self._start(slot, time.monotonic() - begin)
+        self.run.points.append(await self._evaluate(time.monotonic() - begin))
+        scores = await self._scores(self.slots)
+        users = np.concatenate([s.users for s in self.slots])
+        self.run.final = evaluate(self.split, scores, users)
 
-    def _start(self, group: asyncio.TaskGroup, slot: Slot, now: float) -> None:
-        slot.task = group.create_task(self._serve(slot))
+    async def _start(self, slot: Slot, now: float) -> None:
+        await slot.host.start(slot.index)
+        slot.online = True
         if slot.joined_at is None:
             slot.joined_at = now
 
     async def _stop(self, slot: Slot) -> None:
-        if slot.task is not None:
-            slot.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await slot.task
-            slot.task = None
+        await slot.host.stop(slot.index)
+        slot.online = False
 
-    async def execute(self) -> SimRun:
-        started = time.monotonic()
-        late = {s.index for s in self.late}
-        starting = [s for s in self.slots if s.index not in late]
-        for slot in starting:  # every node holds its data before any gossips
-            await self.prepare(slot)
-        async with asyncio.TaskGroup() as group:
-            for slot in starting:
-                self._start(group, slot, 0.0)
-            begin = time.monotonic()
-            next_eval = 0.0
-            while (now := time.monotonic() - begin) < self.config.duration:
-                point = None
-                if now >= next_eval:
-                    point = await self._evaluate(now)
-                    self.run.points.append(point)
-                    next_eval += self.config.eval_every
-                await self._faults(group, now, late)
-                if self.late and self.late[0].joined_at is not None:
-                    await self._evaluate_late(now)
-                self._pace(now)
-                self._on_tick(now, point)
-                await asyncio.sleep(1.0)
-            for slot in self.slots:  # churn ends: those away come back (from their checkpoints)
-                if not slot.online:
-                    await self.prepare(slot)
-                    self._start(group, slot, time.monotonic() - begin)
-            self.run.points.append(await self._evaluate(time.monotonic() - begin))
-            users = np.concatenate([s.users for s in self.slots])
-            self.run.final = await self._off_loop(evaluate, self.split, self._score_all(), users)
-            await asyncio.gather(*(self._stop(slot) for slot in self.slots))
-        self._evaluator.shutdown()
-        self.run.wall_seconds = time.monotonic() - started
-        self.run.peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        self.run.dropped_messages = sum(s.dropped_before for s in self.slots)
-        self.run.pace_highest = self.pacer.highest
-        return self.run
-
-    def _pace(self, now: float) -> None:
-        if now < self.pacer.due:  # counting every node's shed updates is not free: only when due
+    async def _pace(self, now: float) -> None:
+        if now < self.pacer.due:  # gathering every node's counts is not free: only when due
             return
-        live = [s.node for s in self.slots if s.node is not None]
-        shed = self.run.rejected.get("inbox:overflow", 0) + sum(
-            n.gossip.rejected().get("inbox:overflow", 0) for n in live
-        )
-        if not self.pacer.update(now, shed, sum(s.merges() for s in self.slots)):
-            return
-        gossip_period, train_period = self._periods()
-        for node in live:
-            protocol = node.gossip.protocol
-            protocol.config = replace(protocol.config, period=gossip_period)
-            node.config = replace(node.config, train_period=train_period)
+        totals = await asyncio.gather(*(host.stats() for host in self.hosts))
+        shed = sum(total.rejected.get("inbox:overflow", 0) for total in totals)
+        merged = sum(seat.merges for total in totals for seat in total.seats.values())
+        if self.pacer.update(now, shed, merged):
+            c, pace = self.config, self.pacer.factor
+            periods = c.period * pace, (c.train_period or c.period) * pace
+            await asyncio.gather(*(host.pace(*periods) for host in self.hosts))
 
-    async def _faults(self, group: asyncio.TaskGroup, now: float, late: set[int]) -> None:
+    async def _faults(self, now: float, late: set[int]) -> None:
         join_at = self.config.late_join_at * self.config.duration
         for slot in self.slots:
             if slot.index in late and slot.joined_at is None:
                 if now >= join_at:
-                    self._start(group, slot, now)
+                    await self._start(slot, now)
                 continue
             if slot.online and self.config.churn and self._rng.random() < self.config.churn / 60:
                 await self._stop(slot)
                 slot.down_until = now + self.config.downtime
             elif not slot.online and now >= slot.down_until:
-                self._start(group, slot, now)
+                await self._start(slot, now)
                 self.run.restarts += 1
 
+    async def _scores(self, slots: list[Slot]) -> Scorer:
+        """A Scorer over these slots' users, each scored by their own node's model. A user whose
+        node is not running scores NaN, which the metrics count as a miss."""
+        parts = await asyncio.gather(*(h.scores(i) for h, i in self._by_host(slots) if i))
+        row_of = np.zeros(self.split.n_users, dtype=np.int64)  # a user's row in `matrix`
+        rows = [np.full((1, self.split.n_items), np.nan, dtype=np.float32)]  # row 0: no node
+        for part in parts:
+            row_of[part.users] = sum(map(len, rows)) + np.arange(len(part.users))
+            rows.append(part.matrix)
+        matrix = np.concatenate(rows)
+
+        def score(users: IntArray, candidates: IntArray) -> np.ndarray:
+            return np.asarray(matrix[row_of[np.asarray(users)][:, None], candidates])
+
+        return score
+
+    async def _ranks(self, slots: list[Slot], online: dict[int, SeatStats]) -> IntArray:
+        """Test ranks of every user of these slots' running nodes."""
+        running = [s for s in slots if online[s.index].online]
+        if not running:
+            return np.zeros(0, dtype=np.int64)
+        score = await self._scores(running)
+        return sampled_ranks(self.split, score, np.concatenate([s.users for s in running]))
+
     async def _evaluate(self, now: float) -> Point:
-        online = [s for s in self.slots if s.node is not None and s.ingested]
-        network = [s for s in online if s not in self.late]
-        network_ranks = await self._off_loop(self._ranks, network)
+        stats = await self._stats()
+        network_ranks = await self._ranks([s for s in self.slots if s not in self.late], stats)
         self._network_hr10 = hit_rate(network_ranks, 10)
-        late_ranks = await self._off_loop(self._ranks, [s for s in online if s in self.late])
-        ranks = np.concatenate([network_ranks, late_ranks])
-        return Point(now, sum(s.bytes_out() for s in self.slots) / 1e6, hit_rate(ranks, 10),
-                     ndcg(ranks, 10), len(online),
-                     float(np.mean([s.merges() for s in online])) if online else 0.0,
+        ranks = np.concatenate([network_ranks, await self._ranks(self.late, stats)])
+        online = [seat for seat in stats.values() if seat.online]
+        return Point(now, sum(seat.bytes_out for seat in stats.values()) / 1e6,
+                     hit_rate(ranks, 10), ndcg(ranks, 10), len(online),
+                     float(np.mean([s.merges for s in online])) if online else 0.0,
                      self.pacer.factor)  # fmt: skip
 
     async def _evaluate_late(self, now: float) -> None:
-        joined = [s for s in self.late if s.node is not None and s.ingested]
+        started = [s for s in self.late if s.joined_at is not None]
+        stats = await self._stats(started)
+        joined = [s for s in started if stats[s.index].online]
         if not joined:
             return
-        late_ranks = await self._off_loop(self._ranks, joined)
+        late_ranks = await self._ranks(joined, stats)
         joined_at = max(s.joined_at or 0.0 for s in joined)
-        self.run.late.append(LateJoin(now - joined_at, float(np.mean([s.merges() for s in joined])),
-                                      hit_rate(late_ranks, 10), self._network_hr10))  # fmt: skip
-
-    async def _off_loop(self, function: Callable[..., T], *args: Any) -> T:
-        """Evaluation on its own thread: the default executor is queued with the nodes' work."""
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._evaluator, functools.partial(function, *args))
-
-    def _ranks(self, slots: list[Slot]) -> IntArray:
-        """Test ranks of every user of these nodes, each scored by their own node's model."""
-        parts = []
-        for slot in slots:
-            node = slot.node
-            if node is None:
-                continue
-            with node.lock:
-                parts.append(sampled_ranks(self.split, node.model.score, slot.users))
-        return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
-
-    def _score_all(self) -> Callable[[IntArray, IntArray], np.ndarray]:
-        """A Scorer over every user, routed to the node that holds them (for the final metrics).
-        A user whose node is offline scores NaN, which the metrics count as a miss."""
-        owner = {int(u): slot for slot in self.slots for u in slot.users}
-
-        def score(users: IntArray, candidates: IntArray) -> np.ndarray:
-            out = np.full(candidates.shape, np.nan, dtype=np.float32)
-            for row, user in enumerate(users):
-                node = owner[int(user)].node
-                if node is not None:
-                    with node.lock:
-                        out[row] = node.model.score(users[row : row + 1],
-                                                    candidates[row : row + 1])[0]  # fmt: skip
-            return out
-
-        return score
+        merges = float(np.mean([stats[s.index].merges for s in joined]))
+        self.run.late.append(LateJoin(now - joined_at, merges, hit_rate(late_ranks, 10),
+                                      self._network_hr10))  # fmt: skip
 
 
 async def simulate(
@@ -394,6 +330,18 @@ async def simulate(
     folder: Path | None = None,
     on_tick: Callable[[float, Point | None], None] | None = None,
 ) -> SimRun:
-    with tempfile.TemporaryDirectory(prefix="gossiprec-sim-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="gossiprec-sim-") as tmp, one_torch_thread():
         simulation = Simulation(split, groups, config, broker, folder or Path(tmp), on_tick)
         return await simulation.execute()
+
+
+@contextlib.contextmanager
+def one_torch_thread() -> Iterator[None]:
+    """Every node's step is a small op, and many run at once on the executor's threads: torch's
+    intra-op threads would only contend with each other."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)

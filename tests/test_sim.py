@@ -61,6 +61,21 @@ def test_churn_and_message_loss_slow_but_do_not_stop_learning(
     assert result.final is not None and result.final.hr10 > alone + 0.05, (result.final, alone)
 
 
+@pytest.mark.mosquitto
+def test_nodes_dealt_over_two_processes_gossip_with_each_other(
+    ml100k_split: LeaveOneOut, mosquitto: Mosquitto
+) -> None:
+    # Two nodes, one per process: every merge crosses processes, and the child's node is stopped
+    # and restarted (churn) through the pipe.
+    split, groups = small(ml100k_split, nodes=2, users_per_node=40)
+    alone = local_only(split, groups=groups, show_progress=False).metrics.hr10
+    result = run(split, groups, BrokerAddress("127.0.0.1", mosquitto.port, 5, "test"),
+                 workers=2, churn=20.0, downtime=1.0)  # fmt: skip
+    assert result.points[-1].merges_per_node >= 5 and result.restarts >= 1
+    assert result.final is not None and result.final.users == 80
+    assert result.final.hr10 > alone + 0.05, (result.final, alone)
+
+
 def test_the_embedded_broker_carries_a_simulation(ml100k_split: LeaveOneOut) -> None:
     split, groups = small(ml100k_split, nodes=4, users_per_node=10)
     with EmbeddedBroker() as broker:  # amqtt speaks MQTT 3.1.1 only

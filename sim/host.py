@@ -1,0 +1,249 @@
+"""Where a simulation's nodes run: a NodeHost runs some of them on this process's event loop.
+
+Every node is the daemon's Node class with its own keys, certificate, SQLite store, checkpoints
+and MQTT client; only the process is shared. A Python process gets about one core out of the GIL
+however many nodes it runs (a 943-node run used 1.2 of 2 cores), so `sim/workers.py` can put
+further hosts in child processes. The simulation drives every host through the same few calls
+(start, stop, pace, scores, stats) and never touches a node itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import resource
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from crypto.certificate import Certificate, RevocationList
+from crypto.keys import NodeKeys
+from crypto.trust import TrustStore
+from gossip.driver import Identity, last_will, subscriptions
+from gossip.mqtt import MqttConfig, MqttTransport
+from gossip.transport import Transport
+from node.config import NodeConfig, config_for
+from node.node import Node
+from sim.broker import BrokerAddress
+from sim.dataset import IntArray
+from sim.faults import LossyTransport
+
+if TYPE_CHECKING:
+    from sim.simulation import SimConfig
+
+
+@dataclass(frozen=True)
+class SeatSpec:
+    """One node's seat: its index in the run and its users' train + validation interactions."""
+
+    index: int
+    users: IntArray
+    pairs: tuple[IntArray, IntArray, IntArray]  # users, items, times
+
+
+@dataclass(frozen=True)
+class HostSpec:
+    config: SimConfig
+    broker: BrokerAddress
+    n_items: int
+    shards: int
+    heartbeat: float
+    folder: Path  # node folders go under it
+    seats: list[SeatSpec]
+
+
+@dataclass(frozen=True)
+class SeatStats:
+    bytes_out: int  # sent by every incarnation of the seat's node
+    merges: int
+    dropped: int  # model messages the lossy transport threw away
+    online: bool  # a node is running and holds its data
+
+
+@dataclass(frozen=True)
+class HostStats:
+    seats: dict[int, SeatStats]
+    rejected: dict[str, int]  # by reason, over every incarnation of every node
+    peak_rss_mb: float
+
+
+@dataclass(frozen=True)
+class Scores:
+    """Each user's score for every item, by their own node's model: [users, n_items]."""
+
+    users: IntArray
+    matrix: np.ndarray
+
+
+class Seat:
+    """A seat's identity and data are fixed; the running Node is replaced when it restarts."""
+
+    def __init__(self, spec: SeatSpec, folder: Path) -> None:
+        self.spec = spec
+        self.folder = folder
+        self.keys = NodeKeys.generate()
+        self.identity: Identity | None = None
+        self.node: Node | None = None
+        self.task: asyncio.Task[None] | None = None
+        self.ingested = False
+        self.bytes_before = 0  # sent by earlier incarnations
+        self.merges_before = 0
+        self.dropped_before = 0
+
+    def stats(self) -> SeatStats:
+        node = self.node
+        transport = node.gossip.transport if node else None
+        lossy = transport if isinstance(transport, LossyTransport) else None
+        return SeatStats(
+            self.bytes_before + (transport.stats.bytes_out if transport else 0),
+            self.merges_before + (node.gossip.protocol.stats.merged if node else 0),
+            self.dropped_before + (lossy.dropped if lossy else 0),
+            node is not None and self.ingested and self.task is not None and not self.task.done(),
+        )
+
+
+class NodeHost:
+    """Runs the nodes of `spec.seats` on the running event loop."""
+
+    def __init__(self, spec: HostSpec) -> None:
+        self.spec = spec
+        self.seats = {s.index: Seat(s, spec.folder / f"node{s.index:04d}") for s in spec.seats}
+        config = spec.config
+        self._periods = (config.period, config.train_period or config.period)
+        self._rejected: Counter[str] = Counter()  # of node incarnations that ended
+        self._scorer = ThreadPoolExecutor(1, thread_name_prefix="sim-scores")
+
+    async def public_keys(self) -> dict[int, tuple[bytes, bytes]]:
+        """Signing and encryption public keys by seat, for the authority to certify."""
+        return {i: (s.keys.signing_public, s.keys.encryption_public) for i, s in self.seats.items()}
+
+    async def certify(self, certificates: dict[int, Certificate], network: str, ca_public: bytes,
+                      crl: RevocationList) -> None:  # fmt: skip
+        for index, certificate in certificates.items():
+            seat = self.seats[index]
+            seat.identity = Identity(seat.keys, certificate, TrustStore(network, ca_public, crl))
+
+    async def prepare(self, indices: list[int]) -> None:
+        """Nodes for these seats, each holding its users' interactions before any gossips."""
+        for index in indices:
+            await self._prepare(self.seats[index])
+
+    async def start(self, index: int) -> None:
+        seat = self.seats[index]
+        seat.task = asyncio.create_task(self._serve(seat))
+
+    async def stop(self, index: int) -> None:
+        seat = self.seats[index]
+        if seat.task is not None:
+            seat.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await seat.task
+            seat.task = None
+
+    async def pace(self, gossip_period: float, train_period: float) -> None:
+        """New periods for every node, running or yet to start."""
+        self._periods = (gossip_period, train_period)
+        for seat in self.seats.values():
+            if seat.node is not None:
+                protocol = seat.node.gossip.protocol
+                protocol.config = replace(protocol.config, period=gossip_period)
+                seat.node.config = replace(seat.node.config, train_period=train_period)
+
+    async def scores(self, indices: list[int]) -> Scores:
+        """Every user of these seats' running nodes, scored on every item (off the loop)."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._scorer, self._scores, indices)
+
+    async def stats(self, indices: list[int] | None = None) -> HostStats:
+        for seat in self.seats.values():  # a node that crashed fails the run, as in a TaskGroup
+            if seat.task is not None and seat.task.done() and not seat.task.cancelled():
+                seat.task.result()
+        wanted = self.seats if indices is None else indices
+        rejected = Counter(self._rejected)
+        for seat in self.seats.values():
+            if seat.node is not None:
+                rejected.update(seat.node.gossip.rejected())
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        return HostStats({i: self.seats[i].stats() for i in wanted}, dict(rejected), peak)
+
+    async def close(self) -> None:
+        await asyncio.gather(*(self.stop(index) for index in self.seats))
+        self._scorer.shutdown()
+
+    # -- one node --------------------------------------------------------------------------------
+
+    def _scores(self, indices: list[int]) -> Scores:
+        users, rows = [], []
+        everything = np.arange(self.spec.n_items)
+        for index in indices:
+            seat = self.seats[index]
+            node = seat.node
+            if node is None or not seat.ingested:
+                continue
+            candidates = np.tile(everything, (len(seat.spec.users), 1))
+            with node.lock:
+                rows.append(node.model.score(seat.spec.users, candidates))
+            users.append(seat.spec.users)
+        if not rows:
+            return Scores(np.zeros(0, dtype=np.int64), np.zeros((0, self.spec.n_items), np.float32))
+        return Scores(np.concatenate(users), np.concatenate(rows))
+
+    def _node_config(self, seat: Seat) -> NodeConfig:
+        spec, c = self.spec, self.spec.config
+        gossip_period, train_period = self._periods
+        heartbeat = spec.heartbeat
+        return config_for(
+            seat.folder, spec.n_items,
+            broker_url=f"mqtt://{spec.broker.host}:{spec.broker.port}",
+            broker_protocol=spec.broker.protocol,
+            gossip_codec=c.codec, gossip_period=gossip_period, gossip_fanout=c.fanout,
+            gossip_heartbeat=heartbeat, gossip_suspect_after=2.5 * heartbeat,
+            gossip_dead_after=4 * heartbeat, gossip_presence_shards=spec.shards,
+            model_seed=c.seed, model_lr=c.lr, model_user_lr=c.user_lr, model_l2=c.l2,
+            model_clip=c.clip, model_optimizer=c.optimizer, model_lr_half_life=c.lr_half_life,
+            train_epochs=c.epochs, train_period=train_period,
+            node_checkpoint_period=max(30.0, c.duration / 4),
+        )  # fmt: skip
+
+    def _transport(self, seat: Seat, identity: Identity) -> Transport:
+        broker, shards, index = self.spec.broker, self.spec.shards, seat.spec.index
+        mqtt = MqttConfig(host=broker.host, port=broker.port, protocol=broker.protocol,
+                          keepalive=30, timeout=30.0, backoff_initial=0.5, backoff_max=5.0,
+                          queue_size=128)  # fmt: skip
+        inner = MqttTransport(mqtt, identity.node_id.hex(), subscriptions(identity, shards),
+                              last_will(identity, shards), seed=index)  # fmt: skip
+        drop, seed = self.spec.config.drop, self.spec.config.seed
+        return LossyTransport(inner, drop, seed=seed + index) if drop else inner
+
+    async def _prepare(self, seat: Seat) -> None:
+        """A Node on a fresh transport; on first use it ingests its users' interactions."""
+        assert seat.identity is not None, "certify the seats before starting their nodes"
+        transport = self._transport(seat, seat.identity)
+        seat.node = Node(self._node_config(seat), seat.identity, transport)
+        if not seat.ingested:
+            await seat.node.ingest(*seat.spec.pairs)
+            seat.ingested = True
+
+    async def _serve(self, seat: Seat) -> None:
+        if seat.node is None:
+            await self._prepare(seat)
+        node = seat.node
+        assert node is not None
+        transport = node.gossip.transport
+        async with transport:
+            try:
+                await node.run()
+            finally:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(node.gossip.leave(), 2.0)
+                seat.bytes_before += transport.stats.bytes_out
+                seat.merges_before += node.gossip.protocol.stats.merged
+                if isinstance(transport, LossyTransport):
+                    seat.dropped_before += transport.dropped
+                self._rejected.update(node.gossip.rejected())
+                seat.node = None
+                node.close()
