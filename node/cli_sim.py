@@ -23,7 +23,8 @@ def register(commands: Commands) -> None:
         "sim",
         help="N real nodes on one broker: quality vs centralized, bytes, churn, faults",
         description="Runs N real nodes (the daemon's Node class, each with its own keys, store "
-        "and MQTT connection) in this process on a real dataset split across them, next to "
+        "and MQTT connection) in this process (dealt over --workers processes for large runs) on "
+        "a real dataset split across them, next to "
         "the centralized and local-only references trained in the same run. Writes "
         "report.json and report.png to --out. Broker: --broker, else mosquitto from PATH on "
         "a free loopback port, else an embedded amqtt.",
@@ -194,8 +195,9 @@ def run_sim(args: argparse.Namespace) -> int:
         return 0
     gossip = report["gossip"]
     print(
-        f"{dataset.name}: {gossip['nodes']} nodes x {args.users_per_node} user(s), "
-        f"{config.duration:.0f} s of gossip, codec {config.codec}, broker {broker.description}"
+        f"{dataset.name}: {gossip['nodes']} nodes x {args.users_per_node} user(s) in "
+        f"{config.workers} process(es), {config.duration:.0f} s of gossip, codec {config.codec}, "
+        f"broker {broker.description}"
     )
     print(table(SUMMARY_HEADERS, summary_rows(report)))
     to_95 = gossip["megabytes_per_node_to_95pct_final_hr10"]

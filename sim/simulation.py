@@ -197,9 +197,9 @@ class Simulation:
         try:
             await self._certify()
             await self._gossip()
-        finally:
             totals = await asyncio.gather(*(host.stats() for host in self.hosts))
-            await asyncio.gather(*(host.close() for host in self.hosts))
+        finally:
+            await asyncio.gather(*(host.close() for host in self.hosts), return_exceptions=True)
         for total in totals:
             for reason, count in total.rejected.items():
                 self.run.rejected[reason] = self.run.rejected.get(reason, 0) + count

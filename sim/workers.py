@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import signal
 from concurrent.futures import ThreadPoolExecutor
 from multiprocessing.connection import Connection
 from typing import Any, Protocol
@@ -48,6 +49,10 @@ class WorkerHost:
         child_end.close()
         self._reader = ThreadPoolExecutor(1, thread_name_prefix="sim-worker-pipe")
         self._lock = asyncio.Lock()
+
+    @property
+    def alive(self) -> bool:
+        return self._process.is_alive()
 
     async def _call(self, method: str, *args: Any) -> Any:
         loop = asyncio.get_running_loop()
@@ -104,6 +109,7 @@ class WorkerHost:
 def serve(spec: HostSpec, pipe: Connection) -> None:
     """The child's main: one NodeHost, calls answered in order until `close` (or the parent
     goes away)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it closes us
     torch.set_num_threads(1)
     asyncio.run(_serve(spec, pipe))
 

@@ -13,11 +13,13 @@ from node.cli import main
 from sim.baselines import local_only
 from sim.broker import BrokerAddress, EmbeddedBroker, Mosquitto
 from sim.dataset import Dataset
+from sim.host import HostSpec
 from sim.pacing import MOST, Pacer
 from sim.partition import genre_skew, partition_users
 from sim.report import late_join_summary
 from sim.simulation import LateJoin, SimConfig, SimRun, presence_shards, simulate
 from sim.split import LeaveOneOut, restrict
+from sim.workers import WorkerError, WorkerHost
 
 pytestmark = [pytest.mark.slow]
 
@@ -74,6 +76,23 @@ def test_nodes_dealt_over_two_processes_gossip_with_each_other(
     assert result.points[-1].merges_per_node >= 5 and result.restarts >= 1
     assert result.final is not None and result.final.users == 80
     assert result.final.hr10 > alone + 0.05, (result.final, alone)
+
+
+def test_a_failing_call_in_a_worker_process_is_raised_in_the_parent(tmp_path: Path) -> None:
+    spec = HostSpec(SimConfig(), BrokerAddress("127.0.0.1", 1, 4, "none"), 10, 1, 5.0, tmp_path, [])
+
+    async def call_and_close() -> None:
+        host = WorkerHost(spec)
+        try:
+            assert await host.public_keys() == {}
+            with pytest.raises(WorkerError, match="start failed in a worker process: KeyError: 7"):
+                await host.start(7)
+            assert (await host.stats()).seats == {}  # still answering after the failure
+        finally:
+            await host.close()
+        assert not host.alive
+
+    asyncio.run(call_and_close())
 
 
 def test_the_embedded_broker_carries_a_simulation(ml100k_split: LeaveOneOut) -> None:
