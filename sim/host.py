@@ -112,8 +112,7 @@ class NodeHost:
     def __init__(self, spec: HostSpec) -> None:
         self.spec = spec
         self.seats = {s.index: Seat(s, spec.folder / f"node{s.index:04d}") for s in spec.seats}
-        config = spec.config
-        self._periods = (config.period, config.train_period or config.period)
+        self._pace = 1.0  # the requested periods are stretched by this (see sim/pacing.py)
         self._rejected: Counter[str] = Counter()  # of node incarnations that ended
         self._scorer = ThreadPoolExecutor(1, thread_name_prefix="sim-scores")
 
@@ -144,9 +143,10 @@ class NodeHost:
                 await seat.task
             seat.task = None
 
-    async def pace(self, gossip_period: float, train_period: float) -> None:
-        """New periods for every node, running or yet to start."""
-        self._periods = (gossip_period, train_period)
+    async def pace(self, factor: float) -> None:
+        """Every node's periods, running or yet to start, at `factor` x the requested ones."""
+        self._pace = factor
+        gossip_period, train_period = self._periods()
         for seat in self.seats.values():
             if seat.node is not None:
                 protocol = seat.node.gossip.protocol
@@ -192,9 +192,13 @@ class NodeHost:
             return Scores(np.zeros(0, dtype=np.int64), np.zeros((0, self.spec.n_items), np.float32))
         return Scores(np.concatenate(users), np.concatenate(rows))
 
+    def _periods(self) -> tuple[float, float]:
+        c = self.spec.config
+        return c.period * self._pace, (c.train_period or c.period) * self._pace
+
     def _node_config(self, seat: Seat) -> NodeConfig:
         spec, c = self.spec, self.spec.config
-        gossip_period, train_period = self._periods
+        gossip_period, train_period = self._periods()
         heartbeat = spec.heartbeat
         return config_for(
             seat.folder, spec.n_items,

@@ -256,9 +256,7 @@ class Simulation:
         shed = sum(total.rejected.get("inbox:overflow", 0) for total in totals)
         merged = sum(seat.merges for total in totals for seat in total.seats.values())
         if self.pacer.update(now, shed, merged):
-            c, pace = self.config, self.pacer.factor
-            periods = c.period * pace, (c.train_period or c.period) * pace
-            await asyncio.gather(*(host.pace(*periods) for host in self.hosts))
+            await asyncio.gather(*(host.pace(self.pacer.factor) for host in self.hosts))
 
     async def _faults(self, now: float, late: set[int]) -> None:
         join_at = self.config.late_join_at * self.config.duration
@@ -278,12 +276,11 @@ class Simulation:
         """A Scorer over these slots' users, each scored by their own node's model. A user whose
         node is not running scores NaN, which the metrics count as a miss."""
         parts = await asyncio.gather(*(h.scores(i) for h, i in self._by_host(slots) if i))
+        users = np.concatenate([np.zeros(0, dtype=np.int64)] + [p.users for p in parts])
         row_of = np.zeros(self.split.n_users, dtype=np.int64)  # a user's row in `matrix`
-        rows = [np.full((1, self.split.n_items), np.nan, dtype=np.float32)]  # row 0: no node
-        for part in parts:
-            row_of[part.users] = sum(map(len, rows)) + np.arange(len(part.users))
-            rows.append(part.matrix)
-        matrix = np.concatenate(rows)
+        row_of[users] = 1 + np.arange(len(users))
+        no_node = np.full((1, self.split.n_items), np.nan, dtype=np.float32)  # row 0
+        matrix = np.concatenate([no_node] + [p.matrix for p in parts])
 
         def score(users: IntArray, candidates: IntArray) -> np.ndarray:
             return np.asarray(matrix[row_of[np.asarray(users)][:, None], candidates])
