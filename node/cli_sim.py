@@ -62,7 +62,7 @@ def register(commands: Commands) -> None:
     )
     sim.add_argument("--lr", type=float, default=160.0, help="node SGD learning rate (items)")
     sim.add_argument("--user-lr", type=float, default=0.03, help="Adam learning rate (users)")
-    sim.add_argument("--l2", type=float, default=0.01, help="L2 penalty on the nodes' embeddings")
+    sim.add_argument("--l2", type=float, default=0.005, help="L2 penalty on the nodes' embeddings")
     sim.add_argument(
         "--lr-half-life",
         type=float,

@@ -102,7 +102,7 @@ FIELDS = (
         help="item SGD step per batch of 1024 interactions (smaller batches step less)",
     ),
     Field("model.user_lr", float, 0.03, _positive, help="Adam on the private user embeddings"),
-    Field("model.l2", float, 0.01, _non_negative, help="L2 penalty on the embeddings a step uses"),
+    Field("model.l2", float, 0.005, _non_negative, help="L2 penalty on the embeddings a step uses"),
     Field(
         "model.lr_half_life",
         float,

@@ -33,7 +33,7 @@ class StudyConfig:
     lr: float = 15_000.0  # item SGD per BATCH interactions, as model.lr on a node
     lr_half_life: float = 25.0  # rounds after which the item lr halves (0 = constant)
     user_lr: float = 0.03
-    l2: float = 0.01
+    l2: float = 0.005
     dim: int = 32
     negatives: int = 8
     seed: int = 0

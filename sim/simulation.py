@@ -50,7 +50,7 @@ class SimConfig:
     train_period: float = 0.0  # seconds between training rounds (0: the gossip period)
     lr: float = 160.0
     user_lr: float = 0.03
-    l2: float = 0.01
+    l2: float = 0.005
     lr_half_life: float = 0.0  # model versions after which the item lr halves (0: constant)
     clip: float = 0.05
     optimizer: str = "sgd"
