@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, TypeAlias
 
 from node.output import emit_json, help_handler, table
+from node.recommender import GOSSIP_L2
 
 Commands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
@@ -72,7 +73,7 @@ def register(commands: Commands) -> None:
     study.add_argument("--data", type=Path, help="ml-100k zip or folder (default: user cache)")
     for flag, kind, default in (("--rounds", int, 60), ("--merges", int, 8),
                                 ("--lr", float, 15_000.0), ("--lr-half-life", float, 25.0),
-                                ("--user-lr", float, 0.03), ("--l2", float, 0.005),
+                                ("--user-lr", float, 0.03), ("--l2", float, GOSSIP_L2),
                                 ("--eval-every", int, 10), ("--seed", int, 0)):  # fmt: skip
         study.add_argument(flag, type=kind, default=default)
     study.add_argument("--on", choices=["valid", "test"], default="valid")

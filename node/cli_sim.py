@@ -14,6 +14,7 @@ from typing import Any, TypeAlias
 
 from node.output import emit_json, table
 from node.progress import Progress
+from node.recommender import GOSSIP_L2
 
 Commands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
@@ -62,7 +63,9 @@ def register(commands: Commands) -> None:
     )
     sim.add_argument("--lr", type=float, default=160.0, help="node SGD learning rate (items)")
     sim.add_argument("--user-lr", type=float, default=0.03, help="Adam learning rate (users)")
-    sim.add_argument("--l2", type=float, default=0.005, help="L2 penalty on the nodes' embeddings")
+    sim.add_argument(
+        "--l2", type=float, default=GOSSIP_L2, help="L2 penalty on the nodes' embeddings"
+    )
     sim.add_argument(
         "--lr-half-life",
         type=float,

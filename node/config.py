@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 from gossip.codec import CODECS
 from gossip.protocol import STRATEGIES
 from gossip.topics import MAX_SHARDS
-from node.recommender import OPTIMIZERS
+from node.recommender import GOSSIP_L2, OPTIMIZERS
 
 
 class ConfigError(Exception):
@@ -102,7 +102,9 @@ FIELDS = (
         help="item SGD step per batch of 1024 interactions (smaller batches step less)",
     ),
     Field("model.user_lr", float, 0.03, _positive, help="Adam on the private user embeddings"),
-    Field("model.l2", float, 0.005, _non_negative, help="L2 penalty on the embeddings a step uses"),
+    Field(
+        "model.l2", float, GOSSIP_L2, _non_negative, help="L2 penalty on the embeddings a step uses"
+    ),
     Field(
         "model.lr_half_life",
         float,

@@ -54,6 +54,9 @@ class Recommender(Protocol):
 
 
 OPTIMIZERS = ("adam", "sgd")
+# L2 of nodes whose items take gossiped SGD steps, chosen on ML-100K validation with the one-user
+# study (HR@10 0.694 after 60 rounds, 0.667 at 0.01); the centralized Adam model keeps its own.
+GOSSIP_L2 = 0.005
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from node.recommender import BPRConfig
+from node.recommender import GOSSIP_L2, BPRConfig
 from sim.baselines import train_and_valid_pairs
 from sim.metrics import hit_rate, sampled_ranks
 from sim.split import LeaveOneOut
@@ -33,7 +33,7 @@ class StudyConfig:
     lr: float = 15_000.0  # item SGD per BATCH interactions, as model.lr on a node
     lr_half_life: float = 25.0  # rounds after which the item lr halves (0 = constant)
     user_lr: float = 0.03
-    l2: float = 0.005
+    l2: float = GOSSIP_L2
     dim: int = 32
     negatives: int = 8
     seed: int = 0

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from crypto.authority import Authority
+from node.recommender import GOSSIP_L2
 from sim.baselines import train_and_valid_pairs
 from sim.broker import BrokerAddress
 from sim.dataset import IntArray
@@ -50,7 +51,7 @@ class SimConfig:
     train_period: float = 0.0  # seconds between training rounds (0: the gossip period)
     lr: float = 160.0
     user_lr: float = 0.03
-    l2: float = 0.005
+    l2: float = GOSSIP_L2
     lr_half_life: float = 0.0  # model versions after which the item lr halves (0: constant)
     clip: float = 0.05
     optimizer: str = "sgd"
