@@ -12,12 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
-
-from crypto.certificate import Certificate, RevocationList
-from crypto.errors import CertificateError, KeyFileError
-from crypto.files import write_atomic
-from crypto.keys import load_signing_key, node_id_of, private_pem, raw_public
-from crypto.trust import TrustStore
+from gossiprec.crypto.certificate import Certificate, RevocationList
+from gossiprec.crypto.errors import CertificateError, KeyFileError
+from gossiprec.crypto.files import write_atomic
+from gossiprec.crypto.keys import load_signing_key, node_id_of, private_pem, raw_public
+from gossiprec.crypto.trust import TrustStore
 
 CA_KEY_FILE = "ca.key"
 CA_PUBLIC_FILE = "ca.pub.json"

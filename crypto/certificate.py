@@ -6,10 +6,9 @@ from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import ed25519
-
-from crypto.errors import CertificateError
-from crypto.keys import NODE_ID_BYTES, key_id_of, node_id_of
-from crypto.wire import pack, unpack
+from gossiprec.crypto.errors import CertificateError
+from gossiprec.crypto.keys import NODE_ID_BYTES, key_id_of, node_id_of
+from gossiprec.crypto.wire import pack, unpack
 
 CERT_VERSION = 1
 CRL_VERSION = 1

@@ -24,13 +24,12 @@ from dataclasses import dataclass
 from cryptography.exceptions import InvalidSignature, InvalidTag
 from cryptography.hazmat.primitives.asymmetric import ed25519, x25519
 from cryptography.hazmat.primitives.hpke import AEAD, KDF, KEM, Suite
-
-from crypto.certificate import Certificate
-from crypto.errors import CertificateError, EnvelopeError, Rejection
-from crypto.keys import KEY_ID_BYTES, NODE_ID_BYTES, NodeKeys
-from crypto.replay import ReplayGuard, SequenceCounter
-from crypto.trust import TrustStore
-from crypto.wire import pack, pack_with_tail, unpack
+from gossiprec.crypto.certificate import Certificate
+from gossiprec.crypto.errors import CertificateError, EnvelopeError, Rejection
+from gossiprec.crypto.keys import KEY_ID_BYTES, NODE_ID_BYTES, NodeKeys
+from gossiprec.crypto.replay import ReplayGuard, SequenceCounter
+from gossiprec.crypto.trust import TrustStore
+from gossiprec.crypto.wire import pack, pack_with_tail, unpack
 
 VERSION = 1
 SIGNATURE_BYTES = 64

@@ -6,7 +6,7 @@ import os
 import stat
 from pathlib import Path
 
-from crypto.errors import KeyFileError
+from gossiprec.crypto.errors import KeyFileError
 
 PRIVATE_MODE = 0o600
 

@@ -15,9 +15,8 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, x25519
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
-
-from crypto.errors import KeyFileError
-from crypto.files import read_private, write_atomic
+from gossiprec.crypto.errors import KeyFileError
+from gossiprec.crypto.files import read_private, write_atomic
 
 NODE_ID_BYTES = 16
 KEY_ID_BYTES = 4

@@ -14,7 +14,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from crypto.files import write_atomic
+from gossiprec.crypto.files import write_atomic
 
 WINDOW = 1_024
 

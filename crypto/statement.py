@@ -13,12 +13,11 @@ from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import ed25519
-
-from crypto.certificate import Certificate
-from crypto.errors import CertificateError, EnvelopeError, Rejection
-from crypto.keys import NodeKeys
-from crypto.trust import TrustStore
-from crypto.wire import pack, unpack
+from gossiprec.crypto.certificate import Certificate
+from gossiprec.crypto.errors import CertificateError, EnvelopeError, Rejection
+from gossiprec.crypto.keys import NodeKeys
+from gossiprec.crypto.trust import TrustStore
+from gossiprec.crypto.wire import pack, unpack
 
 VERSION = 1
 MAX_STATEMENT_BYTES = 8_192

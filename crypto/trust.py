@@ -8,10 +8,9 @@ import threading
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
-
-from crypto.certificate import Certificate, RevocationList
-from crypto.errors import CertificateError
-from crypto.files import write_atomic
+from gossiprec.crypto.certificate import Certificate, RevocationList
+from gossiprec.crypto.errors import CertificateError
+from gossiprec.crypto.files import write_atomic
 
 ANCHOR_FILE = "network.json"
 CRL_FILE = "crl.bin"

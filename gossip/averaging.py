@@ -13,10 +13,7 @@ changed meanwhile; a lost request costs nothing, a lost reply only what that exc
 from __future__ import annotations
 
 import numpy as np
-import numpy.typing as npt
-
-Arrays = dict[str, npt.NDArray[np.float32]]
-Rows = dict[str, npt.NDArray[np.int32]]
+from gossiprec.gossip.messages import Arrays, Rows
 
 
 def push_sum_merge(

@@ -18,15 +18,12 @@ from __future__ import annotations
 import math
 from collections import Counter
 from dataclasses import dataclass, field
-from enum import IntEnum
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
-
-from crypto.wire import pack, unpack
-
-FloatArray = npt.NDArray[np.float32]
+from gossiprec.crypto.wire import pack, unpack
+from gossiprec.gossip.errors import DecodeError
+from gossiprec.gossip.messages import FloatArray, Kind, ModelUpdate, RowIndex
 
 CODECS = ("float32", "float16", "int8", "sparse-float16", "sparse-int8")
 _DTYPES: dict[str, np.dtype[Any]] = {
@@ -35,32 +32,6 @@ _DTYPES: dict[str, np.dtype[Any]] = {
 MAX_ARRAYS = 16
 MAX_NAME = 64
 DEFAULT_MAX_BYTES = 4 * 1024 * 1024
-
-
-class DecodeError(ValueError):
-    """A payload is malformed or violates a limit; `reason` is a short counter key."""
-
-    def __init__(self, reason: str, detail: str = "") -> None:
-        super().__init__(f"{reason}: {detail}" if detail else reason)
-        self.reason = reason
-
-
-class Kind(IntEnum):
-    PUSH_SUM = 1  # a share of the sender's mass: merge, never reply
-    MERGE_REQUEST = 2  # pairwise: merge and reply with your pre-merge parameters
-    MERGE_REPLY = 3  # pairwise: merge
-
-
-@dataclass(frozen=True)
-class ModelUpdate:
-    kind: Kind
-    params: dict[str, FloatArray]
-    weight: float = 1.0
-    version: int = 0
-    sent_at: float = 0.0
-    rows: dict[str, npt.NDArray[np.int32]] = field(default_factory=dict)  # sparse: row indices
-    alpha: float = 0.0  # MERGE_REPLY: the merge weight the replier used
-    reply_to: float = 0.0  # MERGE_REPLY: sent_at of the request it answers
 
 
 @dataclass
@@ -99,7 +70,7 @@ class Codec:
 
 def select_rows(
     current: FloatArray, reference: FloatArray, fraction: float, cursor: int
-) -> tuple[npt.NDArray[np.int32], int]:
+) -> tuple[RowIndex, int]:
     """Rows for a sparse message, ascending, and the next round-robin cursor.
 
     Half of the budget goes round-robin, so every row is refreshed within 2 / fraction
@@ -189,7 +160,7 @@ def decode(
     if not isinstance(arrays, dict) or not 0 < len(arrays) <= MAX_ARRAYS:
         raise DecodeError("malformed", "arrays")
     params: dict[str, FloatArray] = {}
-    rows: dict[str, npt.NDArray[np.int32]] = {}
+    rows: dict[str, RowIndex] = {}
     for name, encoded in arrays.items():
         if not isinstance(name, str) or len(name) > MAX_NAME:
             raise DecodeError("malformed", "array name")
@@ -226,9 +197,7 @@ def _array(encoded: Any, allowed: set[str], max_bytes: int) -> np.ndarray:
     return array
 
 
-def _decode_array(
-    encoded: Any, codec: str, max_bytes: int
-) -> tuple[FloatArray, npt.NDArray[np.int32] | None]:
+def _decode_array(encoded: Any, codec: str, max_bytes: int) -> tuple[FloatArray, RowIndex | None]:
     inner = codec.removeprefix("sparse-")
     wanted = {"float32": "<f4", "float16": "<f2", "int8": "|i1"}[inner]
     array = _array(encoded, {wanted}, max_bytes)

@@ -14,19 +14,21 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from crypto.certificate import Certificate, RevocationList
-from crypto.envelope import DEFAULT_MAX_BYTES, Opener, Sealer
-from crypto.errors import CertificateError, EnvelopeError
-from crypto.keys import NodeKeys
-from crypto.replay import ReplayGuard, SequenceCounter
-from crypto.statement import StatementVerifier, sign_statement
-from crypto.trust import TrustStore
-from crypto.wire import pack, unpack
-from gossip import topics
-from gossip.codec import CodecStats, DecodeError, ModelUpdate, decode, encode
-from gossip.fairlock import FairLock
-from gossip.protocol import GossipProtocol, Send
-from gossip.transport import Incoming, LastWill, Transport
+from gossiprec.crypto.certificate import Certificate, RevocationList
+from gossiprec.crypto.envelope import DEFAULT_MAX_BYTES, Opener, Sealer
+from gossiprec.crypto.errors import CertificateError, EnvelopeError
+from gossiprec.crypto.keys import NodeKeys
+from gossiprec.crypto.replay import ReplayGuard, SequenceCounter
+from gossiprec.crypto.statement import StatementVerifier, sign_statement
+from gossiprec.crypto.trust import TrustStore
+from gossiprec.crypto.wire import pack, unpack
+from gossiprec.gossip import topics
+from gossiprec.gossip.codec import CodecStats, decode, encode
+from gossiprec.gossip.errors import DecodeError
+from gossiprec.gossip.fairlock import FairLock
+from gossiprec.gossip.messages import ModelUpdate, Send
+from gossiprec.gossip.protocol import GossipProtocol, ProtocolStatus
+from gossiprec.gossip.transport import Incoming, LastWill, Transport
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +113,7 @@ class GossipNode:
     ) -> None:
         self.identity = identity
         self.transport = transport
-        self.protocol = protocol
+        self._protocol = protocol
         self.heartbeat = heartbeat
         self.counters = NodeCounters()
         self.directory: dict[bytes, Certificate] = {}
@@ -140,6 +142,25 @@ class GossipNode:
             collections.deque()
         )
 
+    # -- what callers read, and the one setting they may change ---------------------------------
+
+    @property
+    def protocol(self) -> GossipProtocol:
+        """The core, to read (`params`, `status()`); its state changes only through this node."""
+        return self._protocol
+
+    @property
+    def version(self) -> int:
+        return self._protocol.version
+
+    def status(self) -> ProtocolStatus:
+        return self._protocol.status()
+
+    def set_period(self, period: float) -> None:
+        # One reference swap inside the core: safe beside a tick in a worker thread, and the
+        # event loop never waits for the lock (a training step).
+        self._protocol.set_period(period)
+
     # -- lifetime --------------------------------------------------------------------------------
 
     async def run(self) -> None:
@@ -163,7 +184,7 @@ class GossipNode:
             await asyncio.sleep(self.heartbeat if announced else min(self.heartbeat, 0.5))
 
     async def announce(self) -> bool:
-        body = pack({"v": self.protocol.version, "s": self._status()})
+        body = pack({"v": self._protocol.version, "s": self._status()})
         beacon = sign_statement(self.identity.keys, self.identity.certificate, body, self._clock())
         if await self.transport.publish(self._presence_topic, beacon, retain=True):
             self.counters.beacons_sent += 1
@@ -172,7 +193,7 @@ class GossipNode:
 
     async def _gossip_loop(self) -> None:
         while True:
-            await asyncio.sleep(max(0.0, self.protocol.next_tick - self._clock()))
+            await asyncio.sleep(max(0.0, self._protocol.next_tick - self._clock()))
             # In a worker: waiting for the lock (a training step) must not stall the loop.
             sends = await asyncio.to_thread(self._locked_tick)
             await self._send_all(sends)
@@ -180,15 +201,15 @@ class GossipNode:
     def _locked_tick(self) -> list[Send]:
         with self.lock:
             self._apply_membership_news()
-            return self.protocol.tick(self._clock())
+            return self._protocol.tick(self._clock())
 
     def _apply_membership_news(self) -> None:
         while self._membership_news:
             peer, heard_at, version = self._membership_news.popleft()
             if heard_at is None:
-                self.protocol.membership.left(peer)
+                self._protocol.peer_left(peer)
             else:
-                self.protocol.membership.heard(peer, heard_at, version)
+                self._protocol.peer_heard(peer, heard_at, version)
 
     async def _send_all(self, sends: list[Send]) -> None:
         for send in sends:
@@ -205,7 +226,7 @@ class GossipNode:
 
     def seal_update(self, update: ModelUpdate, recipient: Certificate) -> bytes:
         """Encode and seal one update (thread-safe: `update` is a snapshot, not live state)."""
-        data = encode(update, self.protocol.config.codec, self.counters.codec)
+        data = encode(update, self._protocol.config.codec, self.counters.codec)
         return self._sealer.seal(data, recipient, KIND_MODEL, self._clock())
 
     def open_update(self, payload: bytes, now: float) -> tuple[bytes, ModelUpdate] | None:
@@ -276,7 +297,7 @@ class GossipNode:
     def _locked_receive(self, sender: bytes, update: ModelUpdate, now: float) -> list[Send]:
         with self.lock:
             self._apply_membership_news()
-            return self.protocol.receive(sender, update, now)
+            return self._protocol.receive(sender, update, now)
 
     def _on_presence(self, node_id: bytes, payload: bytes, now: float) -> None:
         if node_id == self.identity.node_id:

@@ -10,8 +10,8 @@ from collections.abc import AsyncIterator
 from types import TracebackType
 from typing import Self
 
-from gossip.topics import matches
-from gossip.transport import Incoming, LastWill, TransportStats, drain, offer
+from gossiprec.gossip.topics import matches
+from gossiprec.gossip.transport import Incoming, LastWill, TransportStats, drain, offer
 
 
 class InMemoryBroker:

@@ -18,8 +18,7 @@ from types import TracebackType
 from typing import Self
 
 import aiomqtt
-
-from gossip.transport import Incoming, LastWill, TransportStats, drain, offer
+from gossiprec.gossip.transport import Incoming, LastWill, TransportStats, drain, offer
 
 log = logging.getLogger(__name__)
 

@@ -7,18 +7,17 @@ decoded message; both return the messages to send. Every change of protocol stat
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
-from gossip.averaging import (
-    Arrays,
-    Rows,
+from gossiprec.gossip.averaging import (
     pairwise_merge,
     pairwise_reply_merge,
     push_sum_merge,
     staleness_alpha,
 )
-from gossip.codec import Codec, Kind, ModelUpdate, select_rows
-from gossip.membership import Membership, MembershipConfig
+from gossiprec.gossip.codec import Codec, select_rows
+from gossiprec.gossip.membership import Membership, MembershipConfig, PeerState
+from gossiprec.gossip.messages import Arrays, Kind, ModelUpdate, Rows, Send
 
 STRATEGIES = ("push-sum", "pairwise")
 MAX_VERSION_LEAD = 1_000
@@ -47,12 +46,6 @@ class GossipConfig:
             raise ValueError("push-sum needs whole arrays; use a dense codec")
 
 
-@dataclass(frozen=True)
-class Send:
-    peer: bytes
-    update: ModelUpdate
-
-
 @dataclass
 class ProtocolStats:
     rounds: int = 0
@@ -61,47 +54,119 @@ class ProtocolStats:
     ignored: int = 0  # wrong arrays, or a reply to no outstanding request
 
 
+@dataclass(frozen=True)
+class PeerView:
+    """One peer as this node's membership sees it."""
+
+    node_id: bytes
+    state: PeerState
+    last_seen: float
+    model_version: int
+
+
+@dataclass(frozen=True)
+class ProtocolStatus:
+    """A copy of the protocol's state for callers to read."""
+
+    version: int
+    weight: float
+    period: float
+    rounds: int
+    sent: int
+    merged: int
+    ignored: int
+    peers: tuple[PeerView, ...]
+
+    def alive(self) -> list[bytes]:
+        return [p.node_id for p in self.peers if p.state is PeerState.ALIVE]
+
+    def state_of(self, node_id: bytes) -> PeerState | None:
+        """A peer's state, or None for a peer not in this node's view."""
+        return next((p.state for p in self.peers if p.node_id == node_id), None)
+
+
 class GossipProtocol:
-    """Averages `params` (updated in place) with peers chosen from `membership`."""
+    """Averages `params` (the caller's arrays, updated in place) with peers it hears of.
+
+    `version` is where a restarted node's model was (its checkpoint); 0 for a fresh one.
+    """
 
     def __init__(self, node_id: bytes, params: Arrays, config: GossipConfig,
-                 rng: random.Random, now: float) -> None:  # fmt: skip
+                 rng: random.Random, now: float, *, version: int = 0) -> None:  # fmt: skip
+        if version < 0:
+            raise ValueError(f"version must be >= 0, got {version}")
         self.node_id = node_id
         self.params = params
-        self.config = config
-        self.weight = 1.0
-        self.version = 0
-        self.membership = Membership(node_id, config.membership, rng)
-        self.stats = ProtocolStats()
+        self._config = config
+        self._weight = 1.0
+        self._version = version
+        self._membership = Membership(node_id, config.membership, rng)
+        self._stats = ProtocolStats()
         self._rng = rng
         self._reference = {k: v.copy() for k, v in params.items()} if config.codec.sparse else {}
         self._outstanding: dict[bytes, ModelUpdate] = {}  # pairwise requests awaiting a reply
         self._cursor = 0  # sparse codecs: next row of the round-robin refresh
-        self.next_tick = now + self._wait()
+        self._next_tick = now + self._wait()
+
+    # -- what callers read -----------------------------------------------------------------------
+
+    @property
+    def config(self) -> GossipConfig:
+        return self._config
+
+    @property
+    def version(self) -> int:
+        return self._version
+
+    @property
+    def next_tick(self) -> float:
+        return self._next_tick
+
+    def status(self) -> ProtocolStatus:
+        stats = self._stats
+        peers = tuple(PeerView(p.node_id, p.state, p.last_seen, p.model_version)
+                      for p in self._membership.peers.values())  # fmt: skip
+        return ProtocolStatus(self._version, self._weight, self._config.period, stats.rounds,
+                              stats.sent, stats.merged, stats.ignored, peers)  # fmt: skip
+
+    # -- what changes the state ------------------------------------------------------------------
+
+    def peer_heard(self, peer: bytes, now: float, model_version: int = 0) -> None:
+        """A verified beacon (or message) from `peer` at `now`."""
+        self._membership.heard(peer, now, model_version)
+
+    def peer_left(self, peer: bytes) -> None:
+        """`peer` is gone (its last will, a clean leave, or revocation): dead at once."""
+        self._membership.left(peer)
+
+    def set_period(self, period: float) -> None:
+        """Gossip every `period` seconds from the next round on (a simulation's pacing)."""
+        self._config = replace(self._config, period=period)
 
     def _wait(self) -> float:
-        return self.config.period * (1 + self._rng.uniform(-self.config.jitter, self.config.jitter))
+        jitter = self._config.jitter
+        return self._config.period * (1 + self._rng.uniform(-jitter, jitter))
 
     def tick(self, now: float) -> list[Send]:
         """One gossip round if it is due: push to `fanout` peers sampled uniformly."""
-        self.membership.update(now)
-        if now < self.next_tick:
+        self._membership.update(now)
+        if now < self._next_tick:
             return []
-        self.next_tick = now + self._wait()
-        peers = self.membership.sample(self.config.fanout)
+        self._next_tick = now + self._wait()
+        peers = self._membership.sample(self._config.fanout)
         if not peers:
             return []
-        self.stats.rounds += 1
-        if self.config.strategy == "push-sum":
-            share = self.weight / (len(peers) + 1)
-            self.weight = share
+        self._stats.rounds += 1
+        if self._config.strategy == "push-sum":
+            share = self._weight / (len(peers) + 1)
+            self._weight = share
             kind = Kind.PUSH_SUM
         else:
-            share, kind = self.weight, Kind.MERGE_REQUEST
+            share, kind = self._weight, Kind.MERGE_REQUEST
         update = self._snapshot(kind, share, now)
         if kind is Kind.MERGE_REQUEST:
             self._outstanding.update(dict.fromkeys(peers, update))
-        self.stats.sent += len(peers)
+        self._stats.sent += len(peers)
         return [Send(peer, update) for peer in peers]
 
     def _snapshot(self, kind: Kind, weight: float, now: float, alpha: float = 0.0,
@@ -109,49 +174,50 @@ class GossipProtocol:
         """A copy of the parameters to send; sparse codecs pick rows unless `rows` is given."""
         params = {name: array.copy() for name, array in self.params.items()}
         if rows is not None:
-            return ModelUpdate(kind, params, weight, self.version, now, rows, alpha, reply_to)
+            return ModelUpdate(kind, params, weight, self._version, now, rows, alpha, reply_to)
         rows = {}
-        if self.config.codec.sparse:
-            fraction = self.config.codec.sparse_fraction
+        if self._config.codec.sparse:
+            fraction = self._config.codec.sparse_fraction
             cursor = self._cursor
             for name, array in params.items():
                 rows[name], self._cursor = select_rows(array, self._reference[name], fraction,
                                                        cursor)  # fmt: skip
                 self._reference[name][rows[name]] = array[rows[name]]
-        return ModelUpdate(kind, params, weight, self.version, now, rows, alpha, reply_to)
+        return ModelUpdate(kind, params, weight, self._version, now, rows, alpha, reply_to)
 
     def receive(self, peer: bytes, update: ModelUpdate, now: float) -> list[Send]:
         if set(update.params) != set(self.params):
-            self.stats.ignored += 1
+            self._stats.ignored += 1
             return []
-        self.membership.heard(peer, now, update.version)
+        self._membership.heard(peer, now, update.version)
         replies = []
         if update.kind is Kind.PUSH_SUM:
-            self.weight = push_sum_merge(self.params, self.weight, update.params, update.weight)
+            self._weight = push_sum_merge(self.params, self._weight, update.params, update.weight)
         elif update.kind is Kind.MERGE_REQUEST:
-            alpha = staleness_alpha(now - update.sent_at, self.config.staleness_half_life)
+            alpha = staleness_alpha(now - update.sent_at, self._config.staleness_half_life)
             mine, theirs = alpha, alpha  # how far this node moves; how far the requester will
-            if self.version == 0 and update.version >= ESTABLISHED:
+            if self._version == 0 and update.version >= ESTABLISHED:
                 mine, theirs = 1.0, 0.0
-            elif update.version == 0 and self.version >= ESTABLISHED:
+            elif update.version == 0 and self._version >= ESTABLISHED:
                 mine, theirs = 0.0, 1.0
             # The reply carries the request's rows, so both sides move the same rows by
             # opposite amounts and the sum is conserved for sparse codecs too (the adoption
             # of a fresh node aside).
-            reply = self._snapshot(Kind.MERGE_REPLY, self.weight, now, theirs, update.sent_at,
+            reply = self._snapshot(Kind.MERGE_REPLY, self._weight, now, theirs, update.sent_at,
                                    update.rows or None)  # fmt: skip
             replies.append(Send(peer, reply))
             pairwise_merge(self.params, update.params, mine, update.rows or None)
         else:
             sent = self._outstanding.get(peer)
             if sent is None or sent.sent_at != update.reply_to:
-                self.stats.ignored += 1  # late, duplicate or unsolicited
+                self._stats.ignored += 1  # late, duplicate or unsolicited
                 return []
             del self._outstanding[peer]
             pairwise_reply_merge(self.params, sent.params, update.params, update.alpha,
                                  update.rows or None)  # fmt: skip
         # A logical clock: a model is at least as far along as any model merged into it (a
         # late joiner catches up at once); one peer can move it forward by MAX_VERSION_LEAD.
-        self.version = max(self.version, min(update.version, self.version + MAX_VERSION_LEAD)) + 1
-        self.stats.merged += 1
+        lead = min(update.version, self._version + MAX_VERSION_LEAD)
+        self._version = max(self._version, lead) + 1
+        self._stats.merged += 1
         return replies

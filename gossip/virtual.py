@@ -12,8 +12,8 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from gossip.codec import CodecStats, decode, encode
-from gossip.protocol import GossipProtocol
+from gossiprec.gossip.codec import CodecStats, decode, encode
+from gossiprec.gossip.protocol import GossipProtocol
 
 
 @dataclass
@@ -44,7 +44,7 @@ class VirtualNetwork:
         ids = list(self.nodes)
         for protocol in self.nodes.values():
             for peer in ids:
-                protocol.membership.heard(peer, self.now)
+                protocol.peer_heard(peer, self.now)
 
     def _schedule(self, at: float, node: bytes, sender: bytes | None, data: bytes) -> None:
         self._sequence += 1

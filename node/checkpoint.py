@@ -14,14 +14,10 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-
-from crypto.files import write_atomic
+from gossiprec.crypto.files import write_atomic
+from gossiprec.node.errors import CheckpointError
 
 _META = "__meta__"
-
-
-class CheckpointError(Exception):
-    """A checkpoint file is unreadable; the message says what to do."""
 
 
 def save_checkpoint(path: Path, arrays: dict[str, npt.NDArray[Any]], meta: dict[str, Any]) -> None:

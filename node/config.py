@@ -1,30 +1,34 @@
-"""Node configuration: a TOML file, every key overridable by environment for containers.
+"""Node configuration: one frozen dataclass per node.toml section, each default written once.
 
 A key `section.name` in node.toml is `GOSSIPREC_SECTION_NAME` in the environment; secrets can
 also come from a file named by `GOSSIPREC_SECTION_NAME_FILE` (Docker and Kubernetes secrets).
-Precedence: environment, then file, then default. A bad value stops start-up with a message that
-names the key and how to fix it.
+Precedence: environment, then file, then default. Every section checks its values when it is
+made, so a config built in code (a test, the simulation's template) is held to the same rules as
+one read from a file; a bad value names the key, where it came from, and the fix.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import tomllib
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields, replace
+import typing
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import Field, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from types import UnionType
+from typing import Any, ClassVar, Self
 from urllib.parse import urlsplit
 
-from gossip.codec import CODECS
-from gossip.protocol import STRATEGIES
-from gossip.topics import MAX_SHARDS
-from node.recommender import GOSSIP_L2, OPTIMIZERS
+from gossiprec.gossip.codec import CODECS
+from gossiprec.gossip.protocol import STRATEGIES
+from gossiprec.gossip.topics import MAX_SHARDS
+from gossiprec.node.errors import ConfigError
 
-
-class ConfigError(Exception):
-    """A configuration value is missing or invalid; the message names the key and the fix."""
-
+OPTIMIZERS = ("adam", "sgd")
+# L2 of nodes whose items take gossiped SGD steps, chosen on ML-100K validation with the one-user
+# study (HR@10 0.694 after 60 rounds, 0.667 at 0.01); the centralized Adam model keeps its own.
+GOSSIP_L2 = 0.005
 
 Check = Callable[[Any], str | None]  # returns a problem, or None when the value is fine
 
@@ -39,6 +43,14 @@ def _non_negative(value: Any) -> str | None:
 
 def _one_of(choices: tuple[str, ...]) -> Check:
     return lambda value: None if value in choices else f"must be one of {', '.join(choices)}"
+
+
+def _port(value: Any) -> str | None:
+    return None if 0 <= value < 65_536 else "must be 0..65535"
+
+
+def _mqtt_version(value: Any) -> str | None:
+    return None if value in (4, 5) else "must be 4 or 5"
 
 
 def _power_of_two(value: Any) -> str | None:
@@ -58,154 +70,272 @@ def _mqtt_url(value: Any) -> str | None:
     return None
 
 
+def setting(default: Any = None, check: Check | None = None, *, help: str = "",
+            secret: bool = False, required: bool = False) -> Any:  # fmt: skip
+    """A config key: its default, its rule, and the line `config show` prints about it."""
+    metadata = {"check": check, "help": help, "secret": secret}
+    if required:
+        return field(metadata=metadata)
+    return field(default=default, metadata=metadata, repr=not secret)
+
+
 @dataclass(frozen=True)
-class Field:
-    key: str  # "section.name"
-    kind: type
-    default: Any
-    check: Check | None = None
-    secret: bool = False
-    required: bool = False
-    help: str = ""
+class Section:
+    """Validation shared by every section: each value obeys its rule, or ConfigError."""
+
+    NAME: ClassVar[str]
+
+    def __post_init__(self) -> None:
+        for item in fields(self):
+            value = getattr(self, item.name)
+            if problem := _problem(item, value):
+                raise ConfigError(_invalid(f"{self.NAME}.{item.name}", item, value, problem))
+
+
+@dataclass(frozen=True)
+class NodeSettings(Section):
+    NAME = "node"
+    data_dir: Path = setting(required=True, help="keys, certificate, store, checkpoints")
+    identity_dir: Path | None = setting(help="keys and certificate; default: node.data_dir")
+    import_csv: Path | None = setting(help="user,item[,time] rows loaded at start (idempotent)")
+    checkpoint_period: float = setting(60.0, _positive, help="seconds between checkpoints")
+
+
+@dataclass(frozen=True)
+class BrokerSettings(Section):
+    NAME = "broker"
+    url: str = setting("mqtt://127.0.0.1:1883", _mqtt_url)
+    username: str = setting("")
+    password: str = setting("", secret=True)
+    protocol: int = setting(5, _mqtt_version, help="4 = MQTT 3.1.1, 5 = MQTT 5")
+
+
+@dataclass(frozen=True)
+class GossipSettings(Section):
+    NAME = "gossip"
+    strategy: str = setting("pairwise", _one_of(STRATEGIES))
+    codec: str = setting("float16", _one_of(CODECS))
+    period: float = setting(2.0, _positive, help="seconds between gossip rounds")
+    fanout: int = setting(1, _positive)
+    heartbeat: float = setting(5.0, _positive, help="seconds between presence beacons")
+    suspect_after: float = setting(15.0, _positive)
+    dead_after: float = setting(45.0, _positive)
+    presence_shards: int = setting(1, _power_of_two, help="> 1: partial views; same on all")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.suspect_after >= self.dead_after:
+            raise ConfigError(
+                "gossip.suspect_after must be less than gossip.dead_after. Fix: "
+                "lower gossip.suspect_after or raise gossip.dead_after."
+            )
+
+
+@dataclass(frozen=True)
+class ModelSettings(Section):
+    NAME = "model"
+    n_items: int = setting(check=_positive, required=True, help="shared item catalogue size")
+    dim: int = setting(32, _positive)
+    seed: int = setting(0, help="the same on every node: all start from one model")
+    optimizer: str = setting("sgd", _one_of(OPTIMIZERS))
+    lr: float = setting(
+        160.0, _positive, help="item SGD step per batch of 1024 interactions (smaller step less)"
+    )
+    user_lr: float = setting(0.03, _positive, help="Adam on the private user embeddings")
+    l2: float = setting(GOSSIP_L2, _non_negative, help="L2 penalty on the embeddings a step uses")
+    lr_half_life: float = setting(
+        0.0, _non_negative, help="model versions after which model.lr halves; 0 = constant"
+    )
+    clip: float = setting(0.05, _non_negative, help="largest item gradient norm per step; 0 = none")
+
+
+@dataclass(frozen=True)
+class TrainSettings(Section):
+    NAME = "train"
+    period: float = setting(1.0, _positive, help="seconds between training rounds")
+    epochs: int = setting(2, _positive, help="local epochs per training round")
+    online_steps: int = setting(20, _positive, help="steps on a user's new interactions")
+
+
+@dataclass(frozen=True)
+class ControlSettings(Section):
+    NAME = "control"
+    socket: Path | None = setting(
+        help="the control API's Unix socket; default: DATA_DIR/control.sock"
+    )
+
+
+@dataclass(frozen=True)
+class MetricsSettings(Section):
+    NAME = "metrics"
+    port: int = setting(0, _port, help="Prometheus /metrics on 127.0.0.1; 0 = off")
+
+
+@dataclass(frozen=True)
+class LogSettings(Section):
+    NAME = "log"
+    json: bool = setting(False, help="JSON lines instead of text")
+
+
+@dataclass(frozen=True, kw_only=True)
+class NodeConfig:
+    """The whole node.toml, one attribute per section, in the file's order."""
+
+    node: NodeSettings
+    broker: BrokerSettings = field(default_factory=BrokerSettings)
+    gossip: GossipSettings = field(default_factory=GossipSettings)
+    model: ModelSettings
+    train: TrainSettings = field(default_factory=TrainSettings)
+    control: ControlSettings = field(default_factory=ControlSettings)
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
+    log: LogSettings = field(default_factory=LogSettings)
+
+    @classmethod
+    def defaults(cls, data_dir: Path, n_items: int) -> NodeConfig:
+        """Every default, for a node made in code (tests, the simulation)."""
+        return cls(node=NodeSettings(data_dir), model=ModelSettings(n_items))
 
     @property
-    def env(self) -> str:
-        return "GOSSIPREC_" + self.key.replace(".", "_").upper()
+    def data_dir(self) -> Path:
+        return self.node.data_dir
+
+    @property
+    def identity_dir(self) -> Path:
+        return self.node.identity_dir or self.node.data_dir
+
+    @property
+    def control_socket(self) -> Path:
+        return self.control.socket or self.node.data_dir / "control.sock"
+
+    def changed(self, changes: Mapping[str, Any]) -> Self:
+        """A copy with {"section.key": value} applied (CLI flags, tests); checked as usual."""
+        sections: dict[str, dict[str, Any]] = {}
+        for key, value in changes.items():
+            section, name = _split(key)
+            sections.setdefault(section, {})[name] = value
+        return replace(self, **{name: replace(getattr(self, name), **values)
+                                for name, values in sections.items()})  # fmt: skip
+
+    def as_dict(self) -> dict[str, dict[str, Any]]:
+        """Plain values by section (paths as text, secrets masked): for reports and JSON."""
+        return {
+            section: {key: _shown(item, getattr(getattr(self, section), key))
+                      for key, item in _keys(type(getattr(self, section)))}
+            for section in SECTIONS
+        }  # fmt: skip
 
 
-FIELDS = (
-    Field("node.data_dir", Path, None, required=True, help="keys, certificate, store, checkpoints"),
-    Field("node.identity_dir", Path, None, help="keys and certificate; default: node.data_dir"),
-    Field("node.import_csv", Path, None, help="user,item[,time] rows loaded at start (idempotent)"),
-    Field("node.checkpoint_period", float, 60.0, _positive, help="seconds between checkpoints"),
-    Field("broker.url", str, "mqtt://127.0.0.1:1883", _mqtt_url),
-    Field("broker.username", str, ""),
-    Field("broker.password", str, "", secret=True),
-    Field("broker.protocol", int, 5, lambda v: None if v in (4, 5) else "must be 4 or 5"),
-    Field("gossip.strategy", str, "pairwise", _one_of(STRATEGIES)),
-    Field("gossip.codec", str, "float16", _one_of(CODECS)),
-    Field("gossip.period", float, 2.0, _positive, help="seconds between gossip rounds"),
-    Field("gossip.fanout", int, 1, _positive),
-    Field("gossip.heartbeat", float, 5.0, _positive),
-    Field("gossip.suspect_after", float, 15.0, _positive),
-    Field("gossip.dead_after", float, 45.0, _positive),
-    Field("gossip.presence_shards", int, 1, _power_of_two, help="> 1: partial views; same on all"),
-    Field("model.n_items", int, None, _positive, required=True, help="shared item catalogue size"),
-    Field("model.dim", int, 32, _positive),
-    Field("model.seed", int, 0, help="the same on every node: all start from one model"),
-    Field("model.optimizer", str, "sgd", _one_of(OPTIMIZERS)),
-    Field(
-        "model.lr",
-        float,
-        160.0,
-        _positive,
-        help="item SGD step per batch of 1024 interactions (smaller batches step less)",
-    ),
-    Field("model.user_lr", float, 0.03, _positive, help="Adam on the private user embeddings"),
-    Field(
-        "model.l2", float, GOSSIP_L2, _non_negative, help="L2 penalty on the embeddings a step uses"
-    ),
-    Field(
-        "model.lr_half_life",
-        float,
-        0.0,
-        _non_negative,
-        help="model versions (merges along a lineage) after which model.lr halves; 0 = constant",
-    ),
-    Field(
-        "model.clip",
-        float,
-        0.05,
-        _non_negative,
-        help="largest item gradient norm per step (0 = no limit)",
-    ),
-    Field("train.period", float, 1.0, _positive, help="seconds between training rounds"),
-    Field("train.epochs", int, 2, _positive, help="local epochs per training round"),
-    Field("train.online_steps", int, 20, _positive, help="steps on a user's new interactions"),
-    Field("control.socket", Path, None, help="default: DATA_DIR/control.sock"),
-    Field("metrics.port", int, 0, lambda v: None if 0 <= v < 65_536 else "must be 0..65535"),
-    Field("log.json", bool, False),
-)
+SECTIONS = tuple(item.name for item in fields(NodeConfig))
 
 
 @dataclass(frozen=True)
-class NodeConfig:
-    data_dir: Path
-    node_identity_dir: Path
-    node_import_csv: Path | None
-    node_checkpoint_period: float
-    broker_url: str
-    broker_username: str
-    broker_password: str
-    broker_protocol: int
-    gossip_strategy: str
-    gossip_codec: str
-    gossip_period: float
-    gossip_fanout: int
-    gossip_heartbeat: float
-    gossip_suspect_after: float
-    gossip_dead_after: float
-    gossip_presence_shards: int
-    model_n_items: int
-    model_dim: int
-    model_seed: int
-    model_optimizer: str
-    model_lr: float
-    model_user_lr: float
-    model_l2: float
-    model_lr_half_life: float
-    model_clip: float
-    train_period: float
-    train_epochs: int
-    train_online_steps: int
-    control_socket: Path
-    metrics_port: int
-    log_json: bool
+class Value:
+    """One key of the effective configuration and where its value came from."""
 
-    def __repr__(self) -> str:  # never print the broker password
-        shown = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "broker_password"}
-        return f"NodeConfig({shown}, broker_password={'***' if self.broker_password else ''})"
+    key: str
+    value: Any
+    source: str  # "default", "FILE", "environment variable NAME" or "NAME_FILE"
+    help: str
 
 
 def load_config(path: Path | None, environ: Mapping[str, str] | None = None) -> NodeConfig:
-    environ = os.environ if environ is None else environ
-    table: dict[str, Any] = {}
-    if path is not None:
-        try:
-            table = tomllib.loads(path.read_text())
-        except OSError as exc:
-            raise ConfigError(
-                f"cannot read config file {path}: {exc.strerror}. Fix: pass "
-                "--config PATH to an existing node.toml."
-            ) from exc
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{path} is not valid TOML ({exc}). Fix the syntax there.") from exc
+    return _resolve(path, os.environ if environ is None else environ)[0]
+
+
+def explain_config(path: Path | None, environ: Mapping[str, str] | None = None) -> list[Value]:
+    """Every key with its effective value (secrets masked) and its source: `config show`."""
+    config, sources = _resolve(path, os.environ if environ is None else environ)
+    shown = config.as_dict()
+    return [
+        Value(f"{section}.{key}", shown[section][key], sources[f"{section}.{key}"],
+              item.metadata.get("help", ""))
+        for section in SECTIONS
+        for key, item in _keys(type(getattr(config, section)))
+    ]  # fmt: skip
+
+
+TEMPLATE = """# gossiprec node configuration. Every key can be overridden by the environment:
+# [section] key -> GOSSIPREC_SECTION_KEY (secrets also from GOSSIPREC_SECTION_KEY_FILE).
+# `gossiprec config show --config THIS_FILE` lists every key, its value and where it came from.
+[node]
+data_dir = "{data_dir}"
+
+[broker]
+url = "{broker}"
+
+[gossip]
+strategy = "pairwise"
+codec = "float16"
+
+[model]
+n_items = {n_items}
+"""
+
+
+def config_text(data_dir: Path, broker: str, n_items: int) -> str:
+    """A new node.toml; the settings it leaves out take their defaults."""
+    return TEMPLATE.format(data_dir=data_dir, broker=broker, n_items=n_items)
+
+
+def default_of(key: str) -> Any:
+    """A key's default, as its section declares it."""
+    section, name = _split(key)
+    return next(i.default for i in fields(_section_type(section)) if i.name == name)
+
+
+def env_name(key: str) -> str:
+    return "GOSSIPREC_" + key.replace(".", "_").upper()
+
+
+# -- loading ---------------------------------------------------------------------------------------
+
+
+def _resolve(path: Path | None, environ: Mapping[str, str]) -> tuple[NodeConfig, dict[str, str]]:
+    table = _read_toml(path) if path is not None else {}
     _reject_unknown(table, path)
-    values: dict[str, Any] = {}
-    for field in FIELDS:
-        section, name = field.key.split(".")
-        raw, source = _lookup(field, table.get(section, {}).get(name), environ)
-        values[field.key.replace(".", "_")] = _convert(field, raw, source)
-    if values["gossip_suspect_after"] >= values["gossip_dead_after"]:
+    sources: dict[str, str] = {}
+    sections: dict[str, Section] = {}
+    for section in SECTIONS:
+        kind = _section_type(section)
+        values: dict[str, Any] = {}
+        for key, item in _keys(kind):
+            full = f"{section}.{key}"
+            raw, source = _lookup(full, item, table.get(section, {}).get(key), environ, path)
+            if raw is None:
+                if item.default is item.default_factory:  # MISSING for both: required
+                    raise ConfigError(
+                        f"{full} is required. Fix: set it in node.toml ([{section}] {key} = ...) "
+                        f"or the environment variable {env_name(full)}."
+                    )
+                sources[full] = "default"
+                continue
+            value = _convert(full, kind, raw, source)
+            if problem := _problem(item, value):
+                raise ConfigError(_invalid(full, item, value, f"(from {source}) {problem}"))
+            values[key], sources[full] = value, source
+        sections[section] = kind(**values)
+    return NodeConfig(**sections), sources  # type: ignore[arg-type]
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        return tomllib.loads(path.read_text())
+    except OSError as exc:
         raise ConfigError(
-            "gossip.suspect_after must be less than gossip.dead_after. Fix: "
-            "lower gossip.suspect_after or raise gossip.dead_after."
-        )
-    if values["node_identity_dir"] is None:
-        values["node_identity_dir"] = values["node_data_dir"]
-    if values["control_socket"] is None:
-        values["control_socket"] = values["node_data_dir"] / "control.sock"
-    values["data_dir"] = values.pop("node_data_dir")
-    return NodeConfig(**values)
+            f"cannot read config file {path}: {exc.strerror}. Fix: pass "
+            "--config PATH to an existing node.toml."
+        ) from exc
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path} is not valid TOML ({exc}). Fix the syntax there.") from exc
 
 
 def _reject_unknown(table: dict[str, Any], path: Path | None) -> None:
-    known = {f.key for f in FIELDS}
+    known = {f"{s}.{k}" for s in SECTIONS for k, _ in _keys(_section_type(s))}
     for section, entries in table.items():
         if not isinstance(entries, dict):
             raise ConfigError(
                 f"{path}: top-level key {section!r} must be a [section]. Fix: "
-                f"use one of the sections {sorted({k.split('.')[0] for k in known})}."
+                f"use one of the sections {', '.join(SECTIONS)}."
             )
         for name in entries:
             if f"{section}.{name}" not in known:
@@ -215,51 +345,47 @@ def _reject_unknown(table: dict[str, Any], path: Path | None) -> None:
                 )
 
 
-def _lookup(field: Field, from_file: Any, environ: Mapping[str, str]) -> tuple[Any, str]:
-    if field.env in environ:
-        return environ[field.env], f"environment variable {field.env}"
-    if field.secret and f"{field.env}_FILE" in environ:
-        secret_path = Path(environ[f"{field.env}_FILE"])
+def _lookup(key: str, item: Field[Any], from_file: Any, environ: Mapping[str, str],
+            path: Path | None) -> tuple[Any, str]:  # fmt: skip
+    name = env_name(key)
+    if name in environ:
+        return environ[name], f"environment variable {name}"
+    if item.metadata.get("secret") and f"{name}_FILE" in environ:
+        secret_path = Path(environ[f"{name}_FILE"])
         try:
-            return secret_path.read_text().strip(), f"{field.env}_FILE"
+            return secret_path.read_text().strip(), f"{name}_FILE"
         except OSError as exc:
             raise ConfigError(
-                f"{field.key}: cannot read {secret_path} named by "
-                f"{field.env}_FILE ({exc.strerror}). Fix: point it at a readable "
-                "file."
+                f"{key}: cannot read {secret_path} named by {name}_FILE ({exc.strerror}). "
+                "Fix: point it at a readable file."
             ) from exc
-    return from_file, f"{field.key} in the config file"
+    return from_file, str(path)
 
 
-def _convert(field: Field, raw: Any, source: str) -> Any:
-    if raw is None:
-        if field.required:
-            raise ConfigError(
-                f"{field.key} is required. Fix: set it in node.toml "
-                f"([{field.key.split('.')[0]}] {field.key.split('.')[1]} = ...) "
-                f"or the environment variable {field.env}."
-            )
-        return field.default
+def _convert(key: str, section: type[Section], raw: Any, source: str) -> Any:
+    item = next(i for i in fields(section) if i.name == key.partition(".")[2])
+    kind = _value_type(section, item.name)
     try:
-        if field.kind is bool:
-            value: Any = raw if isinstance(raw, bool) else _boolean(str(raw))
-        elif field.kind in (int, float) and isinstance(raw, bool):
-            raise ValueError("a boolean is not a number")
-        else:
-            value = field.kind(raw)
+        if kind is bool:
+            return raw if isinstance(raw, bool) else _boolean(str(raw))
+        if isinstance(raw, bool):
+            raise ValueError("a boolean is not a number or text")
+        if kind is float:
+            value = float(raw)
+            if not math.isfinite(value):
+                raise ValueError("not finite")
+            return value
+        if kind is int and isinstance(raw, float):
+            raise ValueError("not an integer")
+        if kind is str and not isinstance(raw, str):
+            raise ValueError("not text")
+        return kind(raw)
     except (TypeError, ValueError):
+        shown = "***" if item.metadata.get("secret") else repr(raw)
         raise ConfigError(
-            f"{field.key} = {raw!r} (from {source}) is not a valid "
-            f"{field.kind.__name__}. Fix: give a {field.kind.__name__}."
+            f"{key} = {shown} (from {source}) is not a valid {kind.__name__}. "
+            f"Fix: give a {kind.__name__} in node.toml or {env_name(key)}."
         ) from None
-    problem = field.check(value) if field.check else None
-    if problem:
-        shown = "***" if field.secret else repr(value)
-        raise ConfigError(
-            f"{field.key} = {shown} (from {source}) {problem}. Fix: change "
-            f"{field.key} in node.toml or {field.env}."
-        )
-    return value
 
 
 def _boolean(text: str) -> bool:
@@ -271,7 +397,44 @@ def _boolean(text: str) -> bool:
     raise ValueError(text)
 
 
-def config_for(data_dir: Path, n_items: int, **overrides: Any) -> NodeConfig:
-    """Defaults for a node made in code (tests, the simulation): no file, no environment."""
-    environ = {"GOSSIPREC_NODE_DATA_DIR": str(data_dir), "GOSSIPREC_MODEL_N_ITEMS": str(n_items)}
-    return replace(load_config(None, environ=environ), **overrides)
+def _problem(item: Field[Any], value: Any) -> str | None:
+    check: Check | None = item.metadata.get("check")
+    return check(value) if check is not None and value is not None else None
+
+
+def _invalid(key: str, item: Field[Any], value: Any, problem: str) -> str:
+    shown = "***" if item.metadata.get("secret") else repr(value)
+    return f"{key} = {shown} {problem}. Fix: change {key} in node.toml or {env_name(key)}."
+
+
+def _shown(item: Field[Any], value: Any) -> Any:
+    if item.metadata.get("secret"):
+        return "***" if value else ""
+    return str(value) if isinstance(value, Path) else value
+
+
+def _keys(kind: type) -> Iterator[tuple[str, Field[Any]]]:
+    for item in fields(kind):
+        yield item.name, item
+
+
+def _section_type(section: str) -> type[Section]:
+    kind: type[Section] = typing.get_type_hints(NodeConfig)[section]
+    return kind
+
+
+def _value_type(section: type[Section], name: str) -> type:
+    """The concrete type of a key (`Path | None` is Path)."""
+    kind = typing.get_type_hints(section)[name]
+    if isinstance(kind, UnionType):
+        kind = next(k for k in typing.get_args(kind) if k is not type(None))
+    if not isinstance(kind, type):
+        raise TypeError(f"unsupported config type {kind!r}")
+    return kind
+
+
+def _split(key: str) -> tuple[str, str]:
+    section, _, name = key.partition(".")
+    if section not in SECTIONS or name not in {k for k, _ in _keys(_section_type(section))}:
+        raise ConfigError(f"unknown key {key}. Fix: use one of the keys `config show` lists.")
+    return section, name

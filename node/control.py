@@ -17,15 +17,13 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
+from gossiprec.node.errors import ControlError, NodeError, NodeUnreachable
+
 log = logging.getLogger(__name__)
 
 Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 MAX_REQUEST_BYTES = 1_048_576
 READ_TIMEOUT = 10.0
-
-
-class ControlError(Exception):
-    """The node could not be reached or refused the request; the message says why."""
 
 
 class ControlServer:
@@ -85,7 +83,7 @@ class ControlServer:
                              f"known: {', '.join(sorted(self.handlers))}"}  # fmt: skip
         try:
             return await handler(request)
-        except (ValueError, KeyError, TypeError) as error:
+        except NodeError as error:  # the request's fault: say why
             return {"error": f"{request['command']}: {error}"}
         except Exception:
             log.exception("control command %s failed", request["command"])
@@ -105,7 +103,7 @@ async def request(
         reader, writer = await asyncio.wait_for(asyncio.open_unix_connection(str(path),
                                                 limit=MAX_REQUEST_BYTES), timeout)  # fmt: skip
     except (OSError, TimeoutError) as exc:
-        raise ControlError(
+        raise NodeUnreachable(
             f"no node answers on {path} ({exc}). Fix: start it with "
             "`gossiprec node run --config node.toml`, or pass --socket."
         ) from exc
@@ -114,7 +112,7 @@ async def request(
         await writer.drain()
         line = await asyncio.wait_for(reader.readline(), timeout)
     except (OSError, TimeoutError) as exc:
-        raise ControlError(f"the node on {path} did not answer within {timeout}s") from exc
+        raise NodeUnreachable(f"the node on {path} did not answer within {timeout}s") from exc
     finally:
         writer.close()
         with contextlib.suppress(ConnectionError):

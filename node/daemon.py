@@ -16,15 +16,15 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from gossip.driver import Identity, last_will, subscriptions
-from gossip.mqtt import MqttConfig, MqttTransport
-from node.cli_identity import load_identity
-from node.config import NodeConfig
-from node.control import ControlServer
-from node.interactions_csv import INGEST_BATCH, read_csv
-from node.node import Node
-from node.node_api import handlers, parse_rows
-from node.prometheus import MetricsServer
+from gossiprec.gossip.driver import last_will, subscriptions
+from gossiprec.gossip.mqtt import MqttConfig, MqttTransport
+from gossiprec.node.config import NodeConfig
+from gossiprec.node.control import ControlServer
+from gossiprec.node.identity import load_identity
+from gossiprec.node.interactions_csv import INGEST_BATCH, read_csv
+from gossiprec.node.node import Node
+from gossiprec.node.node_api import handlers, parse_rows
+from gossiprec.node.prometheus import MetricsServer
 
 log = logging.getLogger(__name__)
 
@@ -32,11 +32,11 @@ LEAVE_TIMEOUT = 2.0
 
 
 def mqtt_config(config: NodeConfig) -> MqttConfig:
-    url = urlsplit(config.broker_url)
+    broker = config.broker
+    url = urlsplit(broker.url)
     return MqttConfig(host=url.hostname or "127.0.0.1", port=url.port or 1883,
-                      username=config.broker_username or None,
-                      password=config.broker_password or None,
-                      protocol=config.broker_protocol)  # fmt: skip
+                      username=broker.username or None, password=broker.password or None,
+                      protocol=broker.protocol)  # fmt: skip
 
 
 async def import_csv(node: Node, path: Path) -> None:
@@ -48,19 +48,14 @@ async def import_csv(node: Node, path: Path) -> None:
     log.info("imported %s: %d new interactions", path, added)
 
 
-def load_node_identity(config: NodeConfig) -> Identity:
-    keys, certificate, trust = load_identity(config.node_identity_dir)
-    return Identity(keys, certificate, trust)
-
-
 async def serve(config: NodeConfig) -> None:
     """Run the node until SIGTERM/SIGINT."""
-    identity = load_node_identity(config)
+    identity = load_identity(config.identity_dir)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    shards = config.gossip_presence_shards
+    shards = config.gossip.presence_shards
     topics, will = subscriptions(identity, shards), last_will(identity, shards)
     transport = MqttTransport(mqtt_config(config), identity.node_id.hex(), topics, will)
     async with contextlib.AsyncExitStack() as stack:
@@ -68,12 +63,12 @@ async def serve(config: NodeConfig) -> None:
         node = Node(config, identity, transport)
         stack.callback(node.close)
         await stack.enter_async_context(ControlServer(config.control_socket, handlers(node)))
-        if config.metrics_port:
-            await stack.enter_async_context(MetricsServer(config.metrics_port, node.status))
-        if config.node_import_csv is not None:
-            await import_csv(node, config.node_import_csv)
+        if config.metrics.port:
+            await stack.enter_async_context(MetricsServer(config.metrics.port, node.status))
+        if config.node.import_csv is not None:
+            await import_csv(node, config.node.import_csv)
         log.info("node %s up: network %s, broker %s, control %s", identity.node_id.hex(),
-                 identity.network, config.broker_url, config.control_socket)  # fmt: skip
+                 identity.network, config.broker.url, config.control_socket)  # fmt: skip
         async with asyncio.TaskGroup() as group:
             running = group.create_task(node.run())
             await stop.wait()

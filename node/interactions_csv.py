@@ -6,11 +6,9 @@ import csv
 from collections.abc import Iterator
 from pathlib import Path
 
+from gossiprec.node.errors import IngestError
+
 INGEST_BATCH = 5_000  # rows per request: well under the control API's 1 MB request limit
-
-
-class IngestError(Exception):
-    """An input row is unusable; the message names the file, the line and the fix."""
 
 
 def read_csv(path: Path, batch: int) -> Iterator[list[list[int]]]:

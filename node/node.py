@@ -17,17 +17,18 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-
-from gossip.codec import Codec
-from gossip.driver import GossipNode, Identity
-from gossip.fairlock import FairLock
-from gossip.membership import MembershipConfig
-from gossip.protocol import ESTABLISHED, GossipConfig, GossipProtocol
-from gossip.transport import Transport
-from node.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from node.config import NodeConfig
-from node.recommender import BPRMF, BPRConfig, IntArray
-from node.store import PeerRow, Store
+from gossiprec.gossip.codec import Codec
+from gossiprec.gossip.driver import GossipNode, Identity
+from gossiprec.gossip.fairlock import FairLock
+from gossiprec.gossip.membership import MembershipConfig
+from gossiprec.gossip.protocol import ESTABLISHED, GossipConfig, GossipProtocol, ProtocolStatus
+from gossiprec.gossip.transport import Transport
+from gossiprec.node.checkpoint import load_checkpoint, save_checkpoint
+from gossiprec.node.config import GossipSettings, ModelSettings, NodeConfig
+from gossiprec.node.errors import CheckpointError, IngestError
+from gossiprec.node.recommender import BPRMF, BPRConfig
+from gossiprec.node.store import PeerRow, Store
+from gossiprec.node.types import IntArray
 
 log = logging.getLogger(__name__)
 
@@ -35,41 +36,43 @@ CHECKPOINT_FILE = "model.npz"
 TRAIN_CHUNK = 1  # steps per lock hold: a merge or a recommendation waits for one step at most
 
 
-def gossip_config(config: NodeConfig) -> GossipConfig:
-    membership = MembershipConfig(suspect_after=config.gossip_suspect_after,
-                                  dead_after=config.gossip_dead_after)  # fmt: skip
-    return GossipConfig(strategy=config.gossip_strategy, period=config.gossip_period,
-                        fanout=config.gossip_fanout, codec=Codec(config.gossip_codec),
+def gossip_config(settings: GossipSettings) -> GossipConfig:
+    membership = MembershipConfig(suspect_after=settings.suspect_after,
+                                  dead_after=settings.dead_after)  # fmt: skip
+    return GossipConfig(strategy=settings.strategy, period=settings.period,
+                        fanout=settings.fanout, codec=Codec(settings.codec),
                         membership=membership)  # fmt: skip
+
+
+def model_config(settings: ModelSettings) -> BPRConfig:
+    return BPRConfig(dim=settings.dim, seed=settings.seed, lr=settings.lr, clip=settings.clip,
+                     user_lr=settings.user_lr, l2=settings.l2,
+                     optimizer=settings.optimizer)  # fmt: skip
 
 
 class Node:
     def __init__(self, config: NodeConfig, identity: Identity, transport: Transport, *,
-                 clock: Callable[[], float] = time.time,
-                 model_config: BPRConfig | None = None) -> None:  # fmt: skip
+                 clock: Callable[[], float] = time.time) -> None:  # fmt: skip
         self.config = config
         self.identity = identity
         self.lock = FairLock()
         self.started_at = clock()
         self._clock = clock
+        self._train_period = config.train.period
         self.store = Store(config.data_dir / "store.sqlite")
-        model_config = model_config or BPRConfig(dim=config.model_dim, seed=config.model_seed,
-                                                 lr=config.model_lr, clip=config.model_clip,
-                                                 user_lr=config.model_user_lr, l2=config.model_l2,
-                                                 optimizer=config.model_optimizer)  # fmt: skip
-        self.model = BPRMF(config.model_n_items, model_config)
+        self.model = BPRMF(config.model.n_items, model_config(config.model))
         meta = self._restore()
         self.model.steps_taken = meta.get("training_steps", 0)
         self.last_loss: float | None = None
         # Each node its own protocol randomness (peer choice, jitter), reproducible per seed.
-        seed = int.from_bytes(hashlib.sha256(identity.node_id).digest()[:8]) ^ config.model_seed
+        seed = int.from_bytes(hashlib.sha256(identity.node_id).digest()[:8]) ^ config.model.seed
         protocol = GossipProtocol(identity.node_id, self.model.shared_arrays(),
-                                  gossip_config(config), random.Random(seed), clock())  # fmt: skip
-        protocol.version = meta.get("version", 0)
+                                  gossip_config(config.gossip), random.Random(seed), clock(),
+                                  version=meta.get("version", 0))  # fmt: skip
         self.gossip = GossipNode(identity, transport, protocol, config.data_dir / "gossip",
-                                 heartbeat=config.gossip_heartbeat, clock=clock, lock=self.lock,
+                                 heartbeat=config.gossip.heartbeat, clock=clock, lock=self.lock,
                                  status=self._beacon,
-                                 presence_shards=config.gossip_presence_shards)  # fmt: skip
+                                 presence_shards=config.gossip.presence_shards)  # fmt: skip
         self._trained_version = protocol.version  # the version the users were last fit to
         self._new_data = True
 
@@ -109,15 +112,20 @@ class Node:
         finally:
             await asyncio.shield(asyncio.to_thread(self.checkpoint))
 
+    def set_periods(self, gossip: float, train: float) -> None:
+        """Gossip and train at these periods from now on (a simulation paces its nodes)."""
+        self.gossip.set_period(gossip)
+        self._train_period = train
+
     async def _training_loop(self) -> None:
         while True:
-            await asyncio.sleep(self.config.train_period)
+            await asyncio.sleep(self._train_period)
             await self.train_round()
 
     async def train_round(self) -> bool:
         """One epoch over local interactions, if new data or a merged model arrived since the
         last round (an idle node does not burn its device's CPU). True when it trained."""
-        version = self.gossip.protocol.version
+        version = self.gossip.version
         if not self._new_data and version == self._trained_version:
             return False
         # A model this far ahead of the one the users were last fit to (joining late, back from
@@ -128,7 +136,7 @@ class Node:
         if catch_up:
             await asyncio.to_thread(self._fit_users)
         await asyncio.to_thread(
-            self._train, self.config.train_epochs * self.model.steps_per_epoch()
+            self._train, self.config.train.epochs * self.model.steps_per_epoch()
         )
         return True
 
@@ -137,7 +145,7 @@ class Node:
         ahead: until they fit it, the users get poor recommendations, and the node's shared steps,
         taken through them, point the wrong way."""
         users = np.asarray(self.model.users, dtype=np.int64)
-        for _ in range(self.config.train_online_steps):
+        for _ in range(self.config.train.online_steps):
             with self.lock:
                 self.model.learn_online(users, 1)
 
@@ -146,11 +154,11 @@ class Node:
         return self.model.steps_taken
 
     def _train(self, steps: int) -> None:
-        if self.config.model_lr_half_life:
+        if half_life := self.config.model.lr_half_life:
             # Gossip's disagreement between nodes grows with the step size: decaying it lets
             # them settle on a common model. The clock is the model version, which a merge
             # carries forward, so a node joining late steps at the network's pace at once.
-            half_lives = self.gossip.protocol.version / self.config.model_lr_half_life
+            half_lives = self.gossip.version / half_life
             self.model.scale_shared_lr(0.5**half_lives)
         for start in range(0, steps, TRAIN_CHUNK):
             with self.lock:
@@ -158,14 +166,14 @@ class Node:
 
     async def _checkpoint_loop(self) -> None:
         while True:
-            await asyncio.sleep(self.config.node_checkpoint_period)
+            await asyncio.sleep(self.config.node.checkpoint_period)
             await asyncio.to_thread(self.checkpoint)
 
     def checkpoint(self) -> None:
         """Model and peer table to disk, atomically (write, fsync, rename)."""
         with self.lock:
             state = {name: array.copy() for name, array in self.model.state().items()}
-            meta = {"version": self.gossip.protocol.version, "training_steps": self.training_steps}
+            meta = {"version": self.gossip.version, "training_steps": self.training_steps}
         save_checkpoint(self.config.data_dir / CHECKPOINT_FILE, state, meta)
         self.store.save_peers(self._peer_rows())
 
@@ -175,9 +183,9 @@ class Node:
         """Store durably, then learn: returns how many were new. Only once this returns may the
         caller acknowledge the interactions; the user's recommendations already reflect them."""
         if len(items) and (items.min() < 0 or items.max() >= self.model.n_items):
-            raise ValueError(f"item ids must lie in [0, {self.model.n_items})")
+            raise IngestError(f"item ids must lie in [0, {self.model.n_items})")
         if len(users) and users.min() < 0:
-            raise ValueError("user ids must be >= 0")
+            raise IngestError("user ids must be >= 0")
         added = await asyncio.to_thread(self.store.add_interactions, users, items, times)
         await asyncio.to_thread(self._learn, users, items)
         self._new_data = True
@@ -186,7 +194,7 @@ class Node:
     def _learn(self, users: IntArray, items: IntArray) -> None:
         with self.lock:
             self.model.add_interactions(users, items)
-            self.last_loss = self.model.learn_online(users, self.config.train_online_steps)
+            self.last_loss = self.model.learn_online(users, self.config.train.online_steps)
 
     async def recommend(self, user: int, k: int) -> list[int]:
         def top() -> list[int]:
@@ -199,22 +207,23 @@ class Node:
 
     def _beacon(self) -> dict[str, object]:
         """Public status in the presence beacon: nothing about users or interactions."""
-        return {"uptime": round(self._clock() - self.started_at), "codec": self.config.gossip_codec,
+        return {"uptime": round(self._clock() - self.started_at), "codec": self.config.gossip.codec,
                 "steps": self.training_steps}  # fmt: skip
 
     def status(self) -> dict[str, Any]:
         gossip, transport = self.gossip, self.gossip.transport
+        protocol = gossip.status()
         return {
             "node_id": self.identity.node_id.hex(),
             "network": self.identity.network,
             "broker": {
-                "url": self.config.broker_url,
+                "url": self.config.broker.url,
                 "connected": transport.connected,
                 "connects": transport.stats.connects,
                 "publish_failed": transport.stats.publish_failed,
             },
             "uptime": self._clock() - self.started_at,
-            "model_version": gossip.protocol.version,
+            "model_version": protocol.version,
             "training_steps": self.training_steps,
             "loss": self.last_loss,
             "interactions": self.model.n_interactions,
@@ -228,14 +237,14 @@ class Node:
             "updates_out": gossip.counters.updates_sent,
             "rejected": gossip.rejected(),
             "codec": gossip.counters.codec.as_dict(),
-            "peers": self.peer_table(),
+            "peers": self.peer_table(protocol),
         }
 
-    def peer_table(self) -> list[dict[str, Any]]:
+    def peer_table(self, protocol: ProtocolStatus | None = None) -> list[dict[str, Any]]:
         """This node's view: membership state and what it exchanged with each peer."""
         now = self._clock()
         rows = []
-        for peer in self.gossip.protocol.membership.peers.values():
+        for peer in (protocol or self.gossip.status()).peers:
             traffic = self.gossip.traffic.get(peer.node_id)
             certificate = self.gossip.directory.get(peer.node_id)
             last_model = traffic.last_model_at if traffic else None
@@ -255,9 +264,10 @@ class Node:
     def network_view(self) -> list[dict[str, Any]]:
         """Every node whose signed beacon this node holds: the network as presence shows it."""
         now = self._clock()
-        states = {p.node_id: p.state.value for p in self.gossip.protocol.membership.peers.values()}
+        protocol = self.gossip.status()
+        states = {p.node_id: p.state.value for p in protocol.peers}
         rows = [{"node_id": self.identity.node_id.hex(), "state": "self", "last_seen": 0.0,
-                 "model_version": self.gossip.protocol.version, **self._beacon()}]  # fmt: skip
+                 "model_version": protocol.version, **self._beacon()}]  # fmt: skip
         for node_id, presence in sorted(self.gossip.presence.items()):
             rows.append({"node_id": node_id.hex(), "state": states.get(node_id, "unsampled"),
                          "last_seen": now - presence.last_seen,

@@ -6,10 +6,10 @@ import time
 from typing import Any
 
 import numpy as np
-
-from node.control import Handler
-from node.node import Node
-from node.recommender import IntArray
+from gossiprec.node.control import Handler
+from gossiprec.node.errors import RequestError
+from gossiprec.node.node import Node
+from gossiprec.node.types import IntArray
 
 MAX_K = 1_000
 
@@ -36,19 +36,19 @@ def handlers(node: Node) -> dict[str, Handler]:
 def _integer(request: dict[str, Any], name: str, low: int, high: int) -> int:
     value = request.get(name)
     if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
-        raise ValueError(f"{name} must be an integer in [{low}, {high}]")
+        raise RequestError(f"{name} must be an integer in [{low}, {high}]")
     return value
 
 
 def parse_rows(rows: Any, now: float) -> tuple[IntArray, IntArray, IntArray]:
     """`ingest` rows: [[user, item], …] or [[user, item, unix_time], …]."""
     if not isinstance(rows, list) or not rows:
-        raise ValueError("rows must be a non-empty list of [user, item] or [user, item, time]")
+        raise RequestError("rows must be a non-empty list of [user, item] or [user, item, time]")
     table = np.zeros((len(rows), 3), dtype=np.int64)
     for index, row in enumerate(rows):
         if not isinstance(row, list) or len(row) not in (2, 3):
-            raise ValueError(f"row {index} must be [user, item] or [user, item, time]")
+            raise RequestError(f"row {index} must be [user, item] or [user, item, time]")
         if not all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2**62 for v in row):
-            raise ValueError(f"row {index} must hold integers in [0, 2^62)")
+            raise RequestError(f"row {index} must hold integers in [0, 2^62)")
         table[index] = [row[0], row[1], row[2] if len(row) == 3 else int(now)]
     return table[:, 0], table[:, 1], table[:, 2]

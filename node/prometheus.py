@@ -1,77 +1,102 @@
-"""An optional Prometheus endpoint: GET /metrics on 127.0.0.1 only, text exposition format.
+"""An optional Prometheus endpoint (prometheus-client): GET /metrics on 127.0.0.1 only.
 
-Loopback only by construction (there is no option to bind elsewhere): a scraper on the same
-host, or a sidecar, reads it. Values come from the same status the control API serves.
+Loopback only by construction (there is no option to bind elsewhere): a scraper on the same host,
+or a sidecar, reads it. The node's values come from the same status the control API serves,
+read on the event loop at each scrape (the HTTP server runs in its own thread); the process and
+Python collectors add CPU, memory, file descriptors and garbage collection.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from types import TracebackType
 from typing import Any, Self
 
-READ_TIMEOUT = 5.0
+from prometheus_client import GC_COLLECTOR, PLATFORM_COLLECTOR, PROCESS_COLLECTOR, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector, CollectorRegistry
+
+SCRAPE_TIMEOUT = 5.0
+PEER_STATES = ("alive", "suspect", "dead")
 
 
-def exposition(status: dict[str, Any]) -> str:
-    """Prometheus text format for a node status (see Node.status)."""
-    lines: list[str] = []
+def node_metrics(status: dict[str, Any]) -> list[Metric]:
+    """Metric families for a node status (see Node.status)."""
 
-    def metric(name: str, kind: str, samples: list[tuple[str, float]]) -> None:
-        lines.append(f"# TYPE gossiprec_{name} {kind}")
-        lines.extend(f"gossiprec_{name}{labels} {value}" for labels, value in samples)
+    def gauge(name: str, text: str, value: float) -> Metric:
+        return GaugeMetricFamily(f"gossiprec_{name}", text, value=value)
 
-    metric("uptime_seconds", "gauge", [("", status["uptime"])])
-    metric("broker_connected", "gauge", [("", int(status["broker"]["connected"]))])
-    metric("broker_connects_total", "counter", [("", status["broker"]["connects"])])
-    metric("model_version", "gauge", [("", status["model_version"])])
-    metric("training_steps_total", "counter", [("", status["training_steps"])])
-    metric("interactions", "gauge", [("", status["interactions"])])
-    for direction in ("in", "out"):
-        metric(f"bytes_{direction}_total", "counter", [("", status[f"bytes_{direction}"])])
-        metric(f"messages_{direction}_total", "counter", [("", status[f"messages_{direction}"])])
-    rejected = sorted(status["rejected"].items())
-    metric("rejected_total", "counter", [(f'{{reason="{r}"}}', n) for r, n in rejected])
-    states = ("alive", "suspect", "dead")
-    counts = {s: sum(p["state"] == s for p in status["peers"]) for s in states}
-    metric("peers", "gauge", [(f'{{state="{s}"}}', counts[s]) for s in states])
-    return "\n".join(lines) + "\n"
+    def counter(name: str, text: str, value: float) -> Metric:
+        return CounterMetricFamily(f"gossiprec_{name}", text, value=value)
+
+    rejected = CounterMetricFamily("gossiprec_rejected", "dropped messages", labels=["reason"])
+    for reason, count in sorted(status["rejected"].items()):
+        rejected.add_metric([reason], count)
+    peers = GaugeMetricFamily("gossiprec_peers", "peers in this node's view", labels=["state"])
+    for state in PEER_STATES:
+        peers.add_metric([state], sum(p["state"] == state for p in status["peers"]))
+    broker = status["broker"]
+    return [
+        gauge("uptime_seconds", "seconds since the node started", status["uptime"]),
+        gauge("broker_connected", "1 while the MQTT link is up", int(broker["connected"])),
+        counter("broker_connects", "MQTT connections made", broker["connects"]),
+        gauge("model_version", "merges along this model's lineage", status["model_version"]),
+        counter("training_steps", "training steps taken", status["training_steps"]),
+        gauge("interactions", "interactions stored on this node", status["interactions"]),
+        counter("bytes_in", "bytes received", status["bytes_in"]),
+        counter("bytes_out", "bytes sent", status["bytes_out"]),
+        counter("messages_in", "messages received", status["messages_in"]),
+        counter("messages_out", "messages sent", status["messages_out"]),
+        rejected,
+        peers,
+    ]
+
+
+class _NodeCollector(Collector):
+    def __init__(self, status: Callable[[], dict[str, Any]], loop: asyncio.AbstractEventLoop):
+        self._status = status
+        self._loop = loop
+
+    def collect(self) -> Iterator[Metric]:
+        async def read() -> dict[str, Any]:
+            return self._status()
+
+        # The status lives on the event loop; the HTTP server is another thread.
+        status = asyncio.run_coroutine_threadsafe(read(), self._loop).result(SCRAPE_TIMEOUT)
+        yield from node_metrics(status)
+
+
+def registry_for(status: Callable[[], dict[str, Any]],
+                 loop: asyncio.AbstractEventLoop) -> CollectorRegistry:  # fmt: skip
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_NodeCollector(status, loop))
+    for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
+        registry.register(collector)
+    return registry
 
 
 class MetricsServer:
+    """`async with MetricsServer(port, node.status):` /metrics on 127.0.0.1:port meanwhile."""
+
     def __init__(self, port: int, status: Callable[[], dict[str, Any]]) -> None:
         self.port = port
         self._status = status
-        self._server: asyncio.Server | None = None
+        self._stop: Callable[[], None] | None = None
 
     async def __aenter__(self) -> Self:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
+        registry = registry_for(self._status, asyncio.get_running_loop())
+        server, thread = start_http_server(self.port, addr="127.0.0.1", registry=registry)
+
+        def stop() -> None:
+            server.shutdown()
+            server.server_close()
+            thread.join(SCRAPE_TIMEOUT)
+
+        self._stop = stop
         return self
 
     async def __aexit__(self, kind: type[BaseException] | None, error: BaseException | None,
                         trace: TracebackType | None) -> None:  # fmt: skip
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            request = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), READ_TIMEOUT)
-            path = request.split(b" ", 2)[1] if request.count(b" ") >= 2 else b""
-            if path == b"/metrics":
-                status, body = "200 OK", exposition(self._status()).encode()
-            else:
-                status, body = "404 Not Found", b"try /metrics\n"
-            writer.write(f"HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\n"
-                         f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
-                         + body)  # fmt: skip
-            await writer.drain()
-        except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError,
-                ConnectionError):  # fmt: skip
-            pass
-        finally:
-            writer.close()
-            with contextlib.suppress(ConnectionError):
-                await writer.wait_closed()
+        if self._stop is not None:
+            await asyncio.to_thread(self._stop)

@@ -13,9 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import numpy.typing as npt
-
-IntArray = npt.NDArray[np.int64]
+from gossiprec.node.types import IntArray
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS interactions (

@@ -15,12 +15,11 @@ import time
 from dataclasses import dataclass, field, replace
 
 import numpy as np
-
-from node.progress import Progress
-from node.recommender import BPRMF, BPRConfig
-from sim.dataset import IntArray
-from sim.metrics import Metrics, Scorer, evaluate, user_hits, validation_hr10
-from sim.split import LeaveOneOut
+from gossiprec.node.recommender import BPRMF, BPRConfig
+from gossiprec.node.types import IntArray
+from gossiprec.sim.metrics import Metrics, Scorer, evaluate, user_hits, validation_hr10
+from gossiprec.sim.progress import Task, Tracker, quiet
+from gossiprec.sim.split import LeaveOneOut
 
 
 @dataclass(frozen=True)
@@ -57,7 +56,7 @@ def popularity(split: LeaveOneOut) -> BaselineResult:
 
 
 def choose_epochs(
-    split: LeaveOneOut, config: BPRConfig, max_epochs: int, patience: int, bar: Progress
+    split: LeaveOneOut, config: BPRConfig, max_epochs: int, patience: int, bar: Task
 ) -> int:
     """Epoch count with the best validation HR@10, training on the train pairs only."""
     model = BPRMF(split.n_items, config)
@@ -81,15 +80,15 @@ def centralized(
     *,
     max_epochs: int = 30,
     patience: int = 4,
-    show_progress: bool = True,
+    track: Tracker = quiet,
 ) -> BaselineResult:
     config = config or BPRConfig()
     start = time.perf_counter()
-    with Progress(max_epochs, "centralized: choose epochs", enabled=show_progress) as bar:
+    with track("centralized: choose epochs", max_epochs) as bar:
         epochs = choose_epochs(split, config, max_epochs, patience, bar)
     model = BPRMF(split.n_items, config)
     model.add_interactions(*train_and_valid_pairs(split))
-    with Progress(epochs, "centralized: final model", enabled=show_progress) as bar:
+    with track("centralized: final model", epochs) as bar:
         for _ in range(epochs):
             model.train_steps(model.steps_per_epoch())
             bar.advance()
@@ -104,7 +103,7 @@ def local_only(
     *,
     epochs: int = 10,
     groups: list[IntArray] | None = None,
-    show_progress: bool = True,
+    track: Tracker = quiet,
 ) -> BaselineResult:
     """Each node (by default: each user) trains its own BPR-MF on its own interactions only,
     and its users are scored by it."""
@@ -115,7 +114,7 @@ def local_only(
     groups = groups if groups is not None else [np.array([u]) for u in evaluated]
     scores = np.zeros((split.n_users, split.n_items), dtype=np.float32)
     all_items = np.arange(split.n_items)[None, :]
-    with Progress(len(groups), "local-only: one model per node", enabled=show_progress) as bar:
+    with track("local-only: one model per node", len(groups)) as bar:
         for group in groups:
             mine = np.isin(users_all, group)
             model = BPRMF(split.n_items, replace(config, seed=config.seed + int(group[0])))
@@ -134,10 +133,10 @@ def matrix_scorer(scores: np.ndarray) -> Scorer:
 
 
 def run_all(
-    split: LeaveOneOut, config: BPRConfig | None = None, *, show_progress: bool = True
+    split: LeaveOneOut, config: BPRConfig | None = None, *, track: Tracker = quiet
 ) -> list[BaselineResult]:
     return [
-        centralized(split, config, show_progress=show_progress),
-        local_only(split, config, show_progress=show_progress),
+        centralized(split, config, track=track),
+        local_only(split, config, track=track),
         popularity(split),
     ]

@@ -18,11 +18,9 @@ from types import TracebackType
 from typing import Self
 from urllib.parse import urlsplit
 
+from gossiprec.sim.errors import BrokerError
+
 SEARCH_PATH = ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto", "/usr/bin/mosquitto")
-
-
-class BrokerError(RuntimeError):
-    """mosquitto is missing or did not come up; the message says how to fix it."""
 
 
 def find_mosquitto() -> str | None:

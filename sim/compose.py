@@ -24,16 +24,16 @@ from typing import Any
 
 import numpy as np
 import yaml
-
-from crypto.authority import Authority
-from crypto.files import write_atomic
-from crypto.keys import NodeKeys
-from gossip import topics
-from node.cli_identity import issue_certificate
-from sim.baselines import train_and_valid_pairs
-from sim.dataset import Dataset
-from sim.partition import partition_users
-from sim.split import leave_one_out
+from gossiprec.crypto.authority import Authority
+from gossiprec.crypto.files import write_atomic
+from gossiprec.crypto.keys import NodeKeys
+from gossiprec.gossip import topics
+from gossiprec.node.identity import issue_certificate
+from gossiprec.sim.baselines import train_and_valid_pairs
+from gossiprec.sim.dataset import Dataset
+from gossiprec.sim.errors import SimError
+from gossiprec.sim.partition import partition_users
+from gossiprec.sim.split import leave_one_out
 
 NETWORK = "compose"
 IMAGE = "gossiprec:latest"
@@ -98,9 +98,9 @@ def source_root() -> Path | None:
 def write_compose_project(folder: Path, n_nodes: int, dataset: Dataset,
                           seed: int = 0) -> dict[str, Any]:  # fmt: skip
     if n_nodes < 2:
-        raise ValueError(f"--nodes must be >= 2, got {n_nodes}")
+        raise SimError(f"--nodes must be >= 2, got {n_nodes}")
     if folder.exists() and any(folder.iterdir()):
-        raise ValueError(f"{folder} is not empty. Fix: choose a new --out folder.")
+        raise SimError(f"{folder} is not empty. Fix: choose a new --out folder.")
     split = leave_one_out(dataset, seed=seed)
     users_all, items_all = train_and_valid_pairs(split)
     groups = partition_users(split, -(-split.n_users // n_nodes), seed=seed)[:n_nodes]

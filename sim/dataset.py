@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
+from gossiprec.node.types import IntArray
 
-IntArray = npt.NDArray[np.int64]
-FloatArray = npt.NDArray[np.float64]
+Float64Array = npt.NDArray[np.float64]
 
 
 @dataclass(frozen=True)
@@ -19,7 +19,7 @@ class Dataset:
     name: str
     users: IntArray
     items: IntArray
-    ratings: FloatArray
+    ratings: Float64Array
     timestamps: IntArray
     n_users: int
     n_items: int

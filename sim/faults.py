@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from types import TracebackType
 from typing import Self
 
-from gossip.transport import Incoming, Transport, TransportStats
+from gossiprec.gossip.transport import Incoming, Transport, TransportStats
 
 
 class LossyTransport:

@@ -14,26 +14,23 @@ import contextlib
 import resource
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
-
-from crypto.certificate import Certificate, RevocationList
-from crypto.keys import NodeKeys
-from crypto.trust import TrustStore
-from gossip.driver import Identity, last_will, subscriptions
-from gossip.mqtt import MqttConfig, MqttTransport
-from gossip.transport import Transport
-from node.config import NodeConfig, config_for
-from node.node import Node
-from sim.broker import BrokerAddress
-from sim.dataset import IntArray
-from sim.faults import LossyTransport
-
-if TYPE_CHECKING:
-    from sim.simulation import SimConfig
+from gossiprec.crypto.certificate import Certificate, RevocationList
+from gossiprec.crypto.keys import NodeKeys
+from gossiprec.crypto.trust import TrustStore
+from gossiprec.gossip.driver import Identity, last_will, subscriptions
+from gossiprec.gossip.mqtt import MqttConfig, MqttTransport
+from gossiprec.gossip.transport import Transport
+from gossiprec.node.config import NodeConfig
+from gossiprec.node.node import Node
+from gossiprec.node.types import IntArray
+from gossiprec.sim.broker import BrokerAddress
+from gossiprec.sim.config import SimConfig
+from gossiprec.sim.faults import LossyTransport
 
 
 @dataclass(frozen=True)
@@ -79,6 +76,21 @@ class Scores:
     matrix: np.ndarray
 
 
+class Host(Protocol):
+    """What the simulation asks of a host of nodes, in this process or another."""
+
+    async def public_keys(self) -> dict[int, tuple[bytes, bytes]]: ...
+    async def certify(self, certificates: dict[int, Certificate], network: str,
+                      ca_public: bytes, crl: RevocationList) -> None: ...  # fmt: skip
+    async def prepare(self, indices: list[int]) -> None: ...
+    async def start(self, index: int) -> None: ...
+    async def stop(self, index: int) -> None: ...
+    async def pace(self, factor: float) -> None: ...
+    async def scores(self, indices: list[int]) -> Scores: ...
+    async def stats(self, indices: list[int] | None = None) -> HostStats: ...
+    async def close(self) -> None: ...
+
+
 class Seat:
     """A seat's identity and data are fixed; the running Node is replaced when it restarts."""
 
@@ -100,7 +112,7 @@ class Seat:
         lossy = transport if isinstance(transport, LossyTransport) else None
         return SeatStats(
             self.bytes_before + (transport.stats.bytes_out if transport else 0),
-            self.merges_before + (node.gossip.protocol.stats.merged if node else 0),
+            self.merges_before + (node.gossip.status().merged if node else 0),
             self.dropped_before + (lossy.dropped if lossy else 0),
             node is not None and self.ingested and self.task is not None and not self.task.done(),
         )
@@ -149,9 +161,7 @@ class NodeHost:
         gossip_period, train_period = self._periods()
         for seat in self.seats.values():
             if seat.node is not None:
-                protocol = seat.node.gossip.protocol
-                protocol.config = replace(protocol.config, period=gossip_period)
-                seat.node.config = replace(seat.node.config, train_period=train_period)
+                seat.node.set_periods(gossip_period, train_period)
 
     async def scores(self, indices: list[int]) -> Scores:
         """Every user of these seats' running nodes, scored on every item (off the loop)."""
@@ -193,25 +203,25 @@ class NodeHost:
         return Scores(np.concatenate(users), np.concatenate(rows))
 
     def _periods(self) -> tuple[float, float]:
-        c = self.spec.config
-        return c.period * self._pace, (c.train_period or c.period) * self._pace
+        template = self.spec.config.node
+        return template.gossip.period * self._pace, template.train.period * self._pace
 
     def _node_config(self, seat: Seat) -> NodeConfig:
-        spec, c = self.spec, self.spec.config
+        """The run's template with this seat's folder, the broker and the run's timings."""
+        spec, run = self.spec, self.spec.config
         gossip_period, train_period = self._periods()
         heartbeat = spec.heartbeat
-        return config_for(
-            seat.folder, spec.n_items,
-            broker_url=f"mqtt://{spec.broker.host}:{spec.broker.port}",
-            broker_protocol=spec.broker.protocol,
-            gossip_codec=c.codec, gossip_period=gossip_period, gossip_fanout=c.fanout,
-            gossip_heartbeat=heartbeat, gossip_suspect_after=2.5 * heartbeat,
-            gossip_dead_after=4 * heartbeat, gossip_presence_shards=spec.shards,
-            model_seed=c.seed, model_lr=c.lr, model_user_lr=c.user_lr, model_l2=c.l2,
-            model_clip=c.clip, model_optimizer=c.optimizer, model_lr_half_life=c.lr_half_life,
-            train_epochs=c.epochs, train_period=train_period,
-            node_checkpoint_period=max(30.0, c.duration / 4),
-        )  # fmt: skip
+        return run.node.changed({
+            "node.data_dir": seat.folder,
+            "node.checkpoint_period": max(30.0, run.duration / 4),
+            "broker.url": f"mqtt://{spec.broker.host}:{spec.broker.port}",
+            "broker.protocol": spec.broker.protocol,
+            "gossip.period": gossip_period, "gossip.heartbeat": heartbeat,
+            "gossip.suspect_after": 2.5 * heartbeat, "gossip.dead_after": 4 * heartbeat,
+            "gossip.presence_shards": spec.shards,
+            "model.n_items": spec.n_items, "model.seed": run.seed,
+            "train.period": train_period,
+        })  # fmt: skip
 
     def _transport(self, seat: Seat, identity: Identity) -> Transport:
         broker, shards, index = self.spec.broker, self.spec.shards, seat.spec.index
@@ -245,7 +255,7 @@ class NodeHost:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(node.gossip.leave(), 2.0)
                 seat.bytes_before += transport.stats.bytes_out
-                seat.merges_before += node.gossip.protocol.stats.merged
+                seat.merges_before += node.gossip.status().merged
                 if isinstance(transport, LossyTransport):
                     seat.dropped_before += transport.dropped
                 self._rejected.update(node.gossip.rejected())

@@ -7,8 +7,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import numpy.typing as npt
-
-from sim.split import LeaveOneOut
+from gossiprec.sim.split import LeaveOneOut
 
 # score(users [B], items [B, C]) -> scores [B, C]
 Scorer = Callable[[npt.NDArray[np.int64], npt.NDArray[np.int64]], npt.NDArray[np.floating]]

@@ -18,8 +18,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-
-from sim.dataset import Dataset
+from gossiprec.sim.dataset import Dataset
+from gossiprec.sim.errors import DatasetError
 
 log = logging.getLogger(__name__)
 
@@ -54,10 +54,6 @@ GENRES = (
 RECBOLE_WHEEL = "recbole==1.2.1"
 RECBOLE_MEMBER_PREFIX = "recbole/dataset_example/ml-100k/"
 FETCH_HINT = "gossiprec data fetch ml-100k"
-
-
-class DatasetError(Exception):
-    """The dataset is missing or does not verify; the message says how to fix it."""
 
 
 def default_cache_dir() -> Path:

@@ -17,11 +17,12 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-
-from node.recommender import GOSSIP_L2, BPRConfig
-from sim.baselines import train_and_valid_pairs
-from sim.metrics import hit_rate, sampled_ranks
-from sim.split import LeaveOneOut
+from gossiprec.node.config import GOSSIP_L2
+from gossiprec.node.recommender import BPRConfig
+from gossiprec.sim.baselines import train_and_valid_pairs
+from gossiprec.sim.errors import SimError
+from gossiprec.sim.metrics import hit_rate, sampled_ranks
+from gossiprec.sim.split import LeaveOneOut
 
 BATCH = BPRConfig().batch_size
 
@@ -44,7 +45,7 @@ class StudyConfig:
         if self.rounds < 1 or self.merges < 0 or self.eval_every < 1 or self.on not in (
             "valid", "test"
         ):  # fmt: skip
-            raise ValueError("need rounds >= 1, merges >= 0, eval_every >= 1, on valid|test")
+            raise SimError("need rounds >= 1, merges >= 0, eval_every >= 1, on valid|test")
 
 
 class OneUserNodes:

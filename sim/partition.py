@@ -9,9 +9,9 @@ the non-IID case.
 from __future__ import annotations
 
 import numpy as np
-
-from sim.dataset import IntArray
-from sim.split import LeaveOneOut
+from gossiprec.node.types import IntArray
+from gossiprec.sim.errors import SimError
+from gossiprec.sim.split import LeaveOneOut
 
 
 def partition_users(
@@ -23,16 +23,16 @@ def partition_users(
     seed: int = 0,
 ) -> list[IntArray]:
     if users_per_node < 1:
-        raise ValueError(f"users_per_node must be >= 1, got {users_per_node}")
+        raise SimError(f"users_per_node must be >= 1, got {users_per_node}")
     rng = np.random.default_rng(seed)
     users = rng.permutation(np.unique(split.train_users))
     n_nodes = -(-len(users) // users_per_node)
     if alpha is None or users_per_node == 1:
         return [np.sort(users[i::n_nodes]) for i in range(n_nodes)]
     if alpha <= 0:
-        raise ValueError(f"alpha must be > 0, got {alpha}")
+        raise SimError(f"alpha must be > 0, got {alpha}")
     if item_genres is None or item_genres.shape[0] != split.n_items or not item_genres.shape[1]:
-        raise ValueError("a genre partition needs the dataset's item genres")
+        raise SimError("a genre partition needs the dataset's item genres")
     # Dirichlet label skew (Hsu et al., 2019), the label being a user's favourite genre: each
     # genre's users are spread over the nodes in Dirichlet(alpha) proportions. Small alpha puts
     # each genre on a few nodes; node sizes then vary around users_per_node.

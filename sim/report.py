@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from sim.baselines import BaselineResult
-from sim.simulation import Point, SimConfig, SimRun
+from gossiprec.sim.baselines import BaselineResult
+from gossiprec.sim.config import SimConfig
+from gossiprec.sim.simulation import Point, SimRun
 
 
 def megabytes_to_reach(points: list[Point], target: float) -> float | None:
@@ -60,7 +60,7 @@ def build_report(
     to_95 = megabytes_to_reach(run.points, 0.95 * final.hr10)
     return {
         "setup": setup,
-        "config": asdict(config),
+        "config": config.as_dict(),
         "gossip": {
             **final.as_dict(),
             "hr10_vs_centralized": final.hr10 / central if central else None,
@@ -149,10 +149,10 @@ def plot(report: dict[str, Any], path: Path) -> None:
         axis.set_xlabel(x_label)
         axis.grid(alpha=0.3)
     axes[0].set_ylabel("test metric (leave-one-out, 99 sampled negatives)")
-    setup = report["setup"]
+    setup, codec = report["setup"], report["config"]["node"]["gossip"]["codec"]
     figure.suptitle(
         f"gossiprec sim: {setup['dataset']}, {report['gossip']['nodes']} nodes, "
-        f"{setup['users_per_node']} user(s)/node, codec {report['config']['codec']}"
+        f"{setup['users_per_node']} user(s)/node, codec {codec}"
     )
     axes[1].legend(loc="lower right", fontsize=8)
     figure.tight_layout()

@@ -23,56 +23,21 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
-from crypto.authority import Authority
-from node.recommender import GOSSIP_L2
-from sim.baselines import train_and_valid_pairs
-from sim.broker import BrokerAddress
-from sim.dataset import IntArray
-from sim.host import HostSpec, NodeHost, SeatSpec, SeatStats
-from sim.metrics import Metrics, Scorer, evaluate, hit_rate, ndcg, sampled_ranks
-from sim.pacing import Pacer
-from sim.split import LeaveOneOut
-from sim.workers import Host, WorkerHost
+from gossiprec.crypto.authority import Authority
+from gossiprec.node.types import IntArray
+from gossiprec.sim.baselines import train_and_valid_pairs
+from gossiprec.sim.broker import BrokerAddress
+from gossiprec.sim.config import SimConfig
+from gossiprec.sim.host import Host, HostSpec, NodeHost, SeatSpec, SeatStats
+from gossiprec.sim.metrics import Metrics, Scorer, evaluate, hit_rate, ndcg, sampled_ranks
+from gossiprec.sim.pacing import Pacer
+from gossiprec.sim.split import LeaveOneOut
+from gossiprec.sim.workers import WorkerHost
 
 # Peers a node should see through sharded presence, about. Every beacon is delivered to and
 # verified by this many nodes: in a 943-node run beacons outnumbered model updates ten to one.
 TARGET_VIEW = 32
 MANY_NODES = 200  # from here on the nodes are dealt over one process per core
-
-
-@dataclass(frozen=True)
-class SimConfig:
-    duration: float = 120.0  # seconds of gossip after every starting node is up
-    period: float = 2.0  # seconds between a node's gossip rounds
-    fanout: int = 1
-    codec: str = "float16"
-    epochs: int = 2  # local epochs per training round
-    train_period: float = 0.0  # seconds between training rounds (0: the gossip period)
-    lr: float = 160.0
-    user_lr: float = 0.03
-    l2: float = GOSSIP_L2
-    lr_half_life: float = 0.0  # model versions after which the item lr halves (0: constant)
-    clip: float = 0.05
-    optimizer: str = "sgd"
-    seed: int = 0
-    churn: float = 0.0  # chance per node per minute of leaving for `downtime` seconds
-    downtime: float = 10.0
-    drop: float = 0.0  # share of model messages lost
-    late_joiners: int = 0  # nodes that start only at `late_join_at` x duration
-    late_join_at: float = 0.5
-    eval_every: float = 5.0
-    workers: int = 1  # processes the nodes are dealt over (see `default_workers`)
-
-    def __post_init__(self) -> None:
-        if self.duration <= 0 or self.period <= 0 or self.eval_every <= 0 or self.train_period < 0:
-            raise ValueError("duration, period and eval_every must be > 0, train_period >= 0")
-        if not 0 <= self.churn < 60 or not 0 <= self.drop < 1 or self.late_joiners < 0:
-            raise ValueError("need churn in [0, 60), drop in [0, 1) and late_joiners >= 0")
-        if not 0 < self.late_join_at < 1:
-            raise ValueError("late_join_at must lie in (0, 1)")
-        if self.workers < 1:
-            raise ValueError("workers must be >= 1")
 
 
 @dataclass

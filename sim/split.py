@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 import numpy as np
-
-from sim.dataset import Dataset, IntArray
+from gossiprec.node.types import IntArray
+from gossiprec.sim.dataset import Dataset
 
 N_NEGATIVES = 99
 

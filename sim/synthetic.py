@@ -9,8 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-
-from sim.dataset import Dataset
+from gossiprec.sim.dataset import Dataset
 
 
 @dataclass(frozen=True)

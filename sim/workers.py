@@ -12,29 +12,12 @@ import multiprocessing
 import signal
 from concurrent.futures import ThreadPoolExecutor
 from multiprocessing.connection import Connection
-from typing import Any, Protocol
+from typing import Any
 
 import torch
-
-from crypto.certificate import Certificate, RevocationList
-from sim.host import HostSpec, HostStats, NodeHost, Scores
-
-
-class Host(Protocol):
-    async def public_keys(self) -> dict[int, tuple[bytes, bytes]]: ...
-    async def certify(self, certificates: dict[int, Certificate], network: str,
-                      ca_public: bytes, crl: RevocationList) -> None: ...  # fmt: skip
-    async def prepare(self, indices: list[int]) -> None: ...
-    async def start(self, index: int) -> None: ...
-    async def stop(self, index: int) -> None: ...
-    async def pace(self, factor: float) -> None: ...
-    async def scores(self, indices: list[int]) -> Scores: ...
-    async def stats(self, indices: list[int] | None = None) -> HostStats: ...
-    async def close(self) -> None: ...
-
-
-class WorkerError(RuntimeError):
-    """A call failed inside a worker process (its message names the error there)."""
+from gossiprec.crypto.certificate import Certificate, RevocationList
+from gossiprec.sim.errors import WorkerError
+from gossiprec.sim.host import HostSpec, HostStats, NodeHost, Scores
 
 
 class WorkerHost:

@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-
-from sim.broker import Mosquitto
-from sim.dataset import Dataset
-from sim.movielens import DatasetError, fetch_ml100k, load_ml100k
-from sim.split import LeaveOneOut, leave_one_out
+from gossiprec.sim.broker import Mosquitto
+from gossiprec.sim.dataset import Dataset
+from gossiprec.sim.errors import DatasetError
+from gossiprec.sim.movielens import fetch_ml100k, load_ml100k
+from gossiprec.sim.split import LeaveOneOut, leave_one_out
 
 
 @pytest.fixture(scope="session")

@@ -6,12 +6,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from crypto.authority import Authority
-from crypto.certificate import Certificate
-from crypto.envelope import Opener, Sealer
-from crypto.keys import NodeKeys
-from crypto.replay import ReplayGuard, SequenceCounter
-from crypto.trust import TrustStore
+from gossiprec.crypto.authority import Authority
+from gossiprec.crypto.certificate import Certificate
+from gossiprec.crypto.envelope import Opener, Sealer
+from gossiprec.crypto.keys import NodeKeys
+from gossiprec.crypto.replay import ReplayGuard, SequenceCounter
+from gossiprec.crypto.trust import TrustStore
 
 
 @dataclass

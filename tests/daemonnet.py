@@ -13,8 +13,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from node.cli import main
-from node.control import ControlError, request
+from gossiprec.cli.main import main
+from gossiprec.node.control import request
+from gossiprec.node.errors import ControlError
 
 # Fast timings so a test sees joins, deaths and checkpoints within seconds.
 FAST_ENV = {
@@ -42,7 +43,7 @@ def init_nodes(folder: Path, broker_url: str, count: int, network: str = "e2e") 
 def gossiprec(*args: str, env: dict[str, str] | None = None,
               timeout: float = 60.0) -> subprocess.CompletedProcess[str]:  # fmt: skip
     """The CLI as a user runs it: a separate process."""
-    command = [sys.executable, "-m", "node.cli", *args]
+    command = [sys.executable, "-m", "gossiprec.cli", *args]
     environment = {**os.environ, **(env or {})}
     return subprocess.run(command, capture_output=True, text=True, timeout=timeout,
                           env=environment)  # fmt: skip
@@ -61,10 +62,10 @@ class Daemon:
 
     def start(self) -> None:
         with self.log.open("ab") as log:
+            command = [sys.executable, "-m", "gossiprec.cli", "node", "run", "--config"]
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "node.cli", "node", "run", "--config", str(self.config)],
-                stdout=log, stderr=subprocess.STDOUT, env=self.env,
-            )  # fmt: skip
+                [*command, str(self.config)], stdout=log, stderr=subprocess.STDOUT, env=self.env
+            )
 
     def signal(self, signum: signal.Signals) -> int:
         assert self.process is not None

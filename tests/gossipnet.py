@@ -11,15 +11,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-
-from crypto.authority import Authority
-from crypto.keys import NodeKeys
-from gossip.averaging import Arrays, mean_of, relative_error
-from gossip.driver import GossipNode, Identity, last_will, subscriptions
-from gossip.membership import MembershipConfig
-from gossip.mqtt import MqttConfig, MqttTransport
-from gossip.protocol import GossipConfig, GossipProtocol
-from gossip.transport import LastWill, Transport
+from gossiprec.crypto.authority import Authority
+from gossiprec.crypto.keys import NodeKeys
+from gossiprec.gossip.averaging import mean_of, relative_error
+from gossiprec.gossip.driver import GossipNode, Identity, last_will, subscriptions
+from gossiprec.gossip.membership import MembershipConfig
+from gossiprec.gossip.messages import Arrays
+from gossiprec.gossip.mqtt import MqttConfig, MqttTransport
+from gossiprec.gossip.protocol import GossipConfig, GossipProtocol
+from gossiprec.gossip.transport import LastWill, Transport
 
 FAST = MembershipConfig(suspect_after=1.0, dead_after=2.5)
 
@@ -67,10 +67,10 @@ class Cluster:
             error = relative_error(node.protocol.params, self.truth)
             lines.append(
                 f"{node.identity.node_id.hex()[:8]} err={error:.2e}"
-                f" w={node.protocol.weight:.3g} alive={len(node.protocol.membership.alive())}"
+                f" w={node.status().weight:.3g} alive={len(node.status().alive())}"
                 f" dir={len(node.directory)} rx={node.counters.updates_received}"
                 f" tx={node.counters.updates_sent} {node.transport.stats} {node.rejected()}"
-                f" {node.protocol.stats}"
+                f" {node.status()}"
             )
         return "\n".join(lines)
 

@@ -6,13 +6,12 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from node.cli import main
+from gossiprec.cli.main import main
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "node.cli", *args],
+        [sys.executable, "-m", "gossiprec.cli", *args],
         capture_output=True,
         text=True,
         timeout=300,

@@ -2,12 +2,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from gossiprec.crypto.wire import pack
+from gossiprec.gossip.codec import Codec, CodecStats, decode, encode
+from gossiprec.gossip.errors import DecodeError
+from gossiprec.gossip.messages import Kind, ModelUpdate
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
-
-from crypto.wire import pack
-from gossip.codec import Codec, CodecStats, DecodeError, Kind, ModelUpdate, decode, encode
 
 finite32 = st.floats(-1e4, 1e4, allow_nan=False, width=32)
 matrices = hnp.arrays(

@@ -3,8 +3,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
-from node.config import ConfigError, load_config
+from gossiprec.node.config import load_config
+from gossiprec.node.errors import ConfigError
 
 MINIMAL = '[node]\ndata_dir = "/var/lib/gossiprec"\n[model]\nn_items = 1682\n'
 
@@ -18,8 +18,8 @@ def write(tmp_path: Path, text: str) -> Path:
 def test_defaults_fill_everything_but_the_required_keys(tmp_path: Path) -> None:
     config = load_config(write(tmp_path, MINIMAL), environ={})
     assert config.data_dir == Path("/var/lib/gossiprec")
-    assert config.model_n_items == 1682
-    assert config.broker_url == "mqtt://127.0.0.1:1883"
+    assert config.model.n_items == 1682
+    assert config.broker.url == "mqtt://127.0.0.1:1883"
     assert config.control_socket == Path("/var/lib/gossiprec/control.sock")
 
 
@@ -33,18 +33,18 @@ def test_environment_overrides_the_file_and_secrets_come_from_files(tmp_path: Pa
         "GOSSIPREC_LOG_JSON": "yes",
     }
     config = load_config(write(tmp_path, MINIMAL + '[broker]\nurl = "mqtt://x:1"\n'), environ=env)
-    assert (config.broker_url, config.gossip_fanout, config.log_json) == (
+    assert (config.broker.url, config.gossip.fanout, config.log.json) == (
         "mqtt://broker:1884",
         3,
         True,
     )
-    assert config.broker_password == "s3cret"
+    assert config.broker.password == "s3cret"
     assert "s3cret" not in repr(config)
 
 
 def test_containers_can_configure_by_environment_alone() -> None:
     env = {"GOSSIPREC_NODE_DATA_DIR": "/data", "GOSSIPREC_MODEL_N_ITEMS": "500"}
-    assert load_config(None, environ=env).model_n_items == 500
+    assert load_config(None, environ=env).model.n_items == 500
 
 
 @pytest.mark.parametrize(

@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from node.control import ControlError, ControlServer, request
+from gossiprec.node.control import ControlServer, request
+from gossiprec.node.errors import ControlError, NodeUnreachable, RequestError
 
 
 async def status(_request: dict[str, Any]) -> dict[str, Any]:
@@ -16,9 +16,9 @@ async def status(_request: dict[str, Any]) -> dict[str, Any]:
 
 
 async def recommend(req: dict[str, Any]) -> dict[str, Any]:
-    k = int(req["k"])
+    k = req["k"]
     if k < 1:
-        raise ValueError("k must be >= 1")
+        raise RequestError("k must be >= 1")
     return {"items": list(range(k))}
 
 
@@ -41,6 +41,9 @@ async def test_bad_requests_get_errors_and_the_server_keeps_serving(socket_path:
             await request(socket_path, "nope")
         with pytest.raises(ControlError, match="recommend: k must be >= 1"):
             await request(socket_path, "recommend", k=0)
+        # A bug in a handler is the node's fault: no details leak, the log has the traceback.
+        with pytest.raises(ControlError, match=r"recommend: internal error \(see the node's log\)"):
+            await request(socket_path, "recommend")
         reader, writer = await asyncio.open_unix_connection(str(socket_path))
         for garbage in (b"not json\n", b"[1, 2]\n", b'{"command": 5}\n'):
             writer.write(garbage)
@@ -53,5 +56,5 @@ async def test_bad_requests_get_errors_and_the_server_keeps_serving(socket_path:
 
 
 async def test_no_node_running_names_the_fix(socket_path: Path) -> None:
-    with pytest.raises(ControlError, match="gossiprec node run"):
+    with pytest.raises(NodeUnreachable, match="gossiprec node run"):
         await request(socket_path, "status", timeout=1)

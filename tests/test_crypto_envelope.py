@@ -4,13 +4,13 @@ import time
 from pathlib import Path
 
 import pytest
+from gossiprec.crypto.certificate import Certificate, RevocationList
+from gossiprec.crypto.envelope import Opener
+from gossiprec.crypto.errors import CertificateError, EnvelopeError
+from gossiprec.crypto.replay import WINDOW
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from crypto.certificate import Certificate, RevocationList
-from crypto.envelope import Opener
-from crypto.errors import CertificateError, EnvelopeError
-from crypto.replay import WINDOW
 from tests.cryptonet import Network, make_network
 
 KIND_MODEL = 1
@@ -252,6 +252,6 @@ def test_mutated_envelopes_raise_only_the_opaque_error(
 )
 @settings(max_examples=200, deadline=None)
 def test_pack_with_tail_is_exactly_msgpack(head: list[object], tail: bytes) -> None:
-    from crypto.wire import pack_with_tail, unpack
+    from gossiprec.crypto.wire import pack_with_tail, unpack
 
     assert unpack(pack_with_tail(list(head), tail), max_size=10**6) == [*head, tail]

@@ -9,11 +9,11 @@ import time
 from pathlib import Path
 
 import pytest
+from gossiprec.cli.main import main
+from gossiprec.crypto.errors import KeyFileError
+from gossiprec.crypto.keys import ENCRYPTION_FILE, SIGNING_FILE, NodeKeys, node_id_of
+from gossiprec.crypto.replay import SequenceCounter
 
-from crypto.errors import KeyFileError
-from crypto.keys import ENCRYPTION_FILE, SIGNING_FILE, NodeKeys, node_id_of
-from crypto.replay import SequenceCounter
-from node.cli import main
 from tests.cryptonet import make_network
 
 
@@ -45,10 +45,10 @@ def test_sequence_counter_skips_the_unused_block_after_a_restart(tmp_path: Path)
 SENDER = """
 import sys, time
 from pathlib import Path
-from crypto.certificate import Certificate
-from crypto.envelope import Sealer
-from crypto.keys import NodeKeys
-from crypto.replay import SequenceCounter
+from gossiprec.crypto.certificate import Certificate
+from gossiprec.crypto.envelope import Sealer
+from gossiprec.crypto.keys import NodeKeys
+from gossiprec.crypto.replay import SequenceCounter
 folder, network = Path(sys.argv[1]), sys.argv[2]
 cert = Certificate.decode(bytes.fromhex(sys.argv[3]))
 sealer = Sealer(NodeKeys.load(folder), network, SequenceCounter(folder / "seq", block=25))
@@ -108,13 +108,13 @@ def test_identity_commands_have_help(
 def test_ca_and_keys_commands_admit_a_node(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from node.cli_identity import load_identity
+    from gossiprec.node.identity import load_identity
 
     ca, node = tmp_path / "ca", tmp_path / "node"
     assert main(["ca", "init", "--dir", str(ca), "--network", "shops"]) == 0
     assert main(["keys", "init", "--dir", str(node)]) == 0
     assert main(["ca", "issue", "--dir", str(ca), "--node-dir", str(node), "--days", "1"]) == 0
-    keys, cert, trust = load_identity(node)
+    keys, cert, trust = (identity := load_identity(node)).keys, identity.certificate, identity.trust
     trust.check(cert, time.time())
     assert cert.node_id == keys.node_id and trust.network == "shops"
     assert main(["ca", "revoke", "--dir", str(ca), "--node-id", keys.node_id.hex()]) == 0
@@ -133,16 +133,16 @@ def test_ca_and_keys_commands_admit_a_node(
 def test_node_init_with_a_ca_yields_a_loadable_admitted_node(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from node.cli_identity import load_identity
-    from node.config import load_config
+    from gossiprec.node.config import load_config
+    from gossiprec.node.identity import load_identity
 
     ca, node = tmp_path / "ca", tmp_path / "node"
     assert main(["ca", "init", "--dir", str(ca), "--network", "shops"]) == 0
     assert main(["node", "init", "--dir", str(node), "--ca", str(ca), "--n-items", "50"]) == 0
     config = load_config(node / "node.toml", environ={})
-    assert (config.data_dir, config.model_n_items) == (node.resolve(), 50)
-    _, cert, trust = load_identity(node)
-    trust.check(cert, time.time())
+    assert (config.data_dir, config.model.n_items) == (node.resolve(), 50)
+    identity = load_identity(node)
+    identity.trust.check(identity.certificate, time.time())
     capsys.readouterr()
     assert main(["node", "init", "--dir", str(node)]) == 2
     assert "already holds a node" in capsys.readouterr().err

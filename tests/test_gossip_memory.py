@@ -6,17 +6,19 @@ import asyncio
 import time
 from pathlib import Path
 
-from crypto.authority import Authority
-from crypto.envelope import Sealer
-from crypto.replay import SequenceCounter
-from crypto.statement import sign_statement
-from crypto.wire import pack
-from gossip import topics
-from gossip.codec import Codec, Kind, ModelUpdate, encode
-from gossip.driver import INBOX_BACKLOG, Identity, last_will, subscriptions
-from gossip.membership import PeerState
-from gossip.memory import InMemoryBroker
-from gossip.transport import LastWill, Transport
+from gossiprec.crypto.authority import Authority
+from gossiprec.crypto.envelope import Sealer
+from gossiprec.crypto.replay import SequenceCounter
+from gossiprec.crypto.statement import sign_statement
+from gossiprec.crypto.wire import pack
+from gossiprec.gossip import topics
+from gossiprec.gossip.codec import Codec, encode
+from gossiprec.gossip.driver import INBOX_BACKLOG, Identity, last_will, subscriptions
+from gossiprec.gossip.membership import PeerState
+from gossiprec.gossip.memory import InMemoryBroker
+from gossiprec.gossip.messages import Kind, ModelUpdate
+from gossiprec.gossip.transport import LastWill, Transport
+
 from tests.gossipnet import admit, make_nodes, running
 
 
@@ -43,13 +45,11 @@ async def test_crashed_node_is_dead_at_once_through_its_last_will(tmp_path: Path
         victim = cluster.nodes[0].identity.node_id
         others = cluster.nodes[1:]
         assert await cluster.until(
-            lambda: all(victim in n.protocol.membership.alive() for n in others), timeout=10
+            lambda: all(victim in n.status().alive() for n in others), timeout=10
         )
         broker.crash(victim.hex())
         assert await cluster.until(
-            lambda: all(
-                n.protocol.membership.peers[victim].state is PeerState.DEAD for n in others
-            ),
+            lambda: all(n.status().state_of(victim) is PeerState.DEAD for n in others),
             1.0,
         )
 
@@ -63,8 +63,8 @@ async def test_messages_from_a_non_admitted_key_are_dropped_and_counted(tmp_path
         target = cluster.nodes[0]
         mallory = admit(outsider_ca)
         async with broker.client("mallory", subscriptions(mallory), last_will(mallory)) as link:
-            from crypto.statement import sign_statement
-            from crypto.wire import pack
+            from gossiprec.crypto.statement import sign_statement
+            from gossiprec.crypto.wire import pack
 
             beacon = sign_statement(mallory.keys, mallory.certificate, pack({"v": 0}), time.time())
             await link.publish(topics.presence("memnet", mallory.node_id), beacon, retain=True)
@@ -114,9 +114,11 @@ async def test_a_node_busy_merging_still_admits_peers_and_sheds_its_oldest_updat
                 assert await cluster.until(
                     lambda: target.rejected().get("inbox:overflow", 0) >= 4, 2
                 ), target.rejected()
-                merged_while_busy = target.protocol.stats.merged
+                merged_while_busy = target.status().merged
         finally:
             target.lock.release()
-        assert await cluster.until(lambda: newcomer.node_id in target.protocol.membership.peers, 2)
-        assert await cluster.until(lambda: target.protocol.stats.merged > merged_while_busy, 2)
+        assert await cluster.until(
+            lambda: target.status().state_of(newcomer.node_id) is not None, 2
+        )
+        assert await cluster.until(lambda: target.status().merged > merged_while_busy, 2)
         assert target.counters.updates_received <= INBOX_BACKLOG + 1

@@ -11,11 +11,11 @@ import time
 from pathlib import Path
 
 import pytest
+from gossiprec.crypto.authority import Authority
+from gossiprec.crypto.files import write_atomic
+from gossiprec.gossip.membership import PeerState
+from gossiprec.sim.broker import Mosquitto
 
-from crypto.authority import Authority
-from crypto.files import write_atomic
-from gossip.membership import PeerState
-from sim.broker import Mosquitto
 from tests.gossipnet import admit, make_nodes, mqtt_factory, running
 
 
@@ -64,17 +64,16 @@ NODE_PROCESS = """
 import asyncio, random, sys, time
 from pathlib import Path
 import numpy as np
-from gossip.driver import GossipNode, last_will, subscriptions
-from gossip.membership import MembershipConfig
-from gossip.mqtt import MqttConfig, MqttTransport
-from gossip.protocol import GossipConfig, GossipProtocol
-from node.cli_identity import load_identity
-from gossip.driver import Identity
+from gossiprec.gossip.driver import GossipNode, last_will, subscriptions
+from gossiprec.gossip.membership import MembershipConfig
+from gossiprec.gossip.mqtt import MqttConfig, MqttTransport
+from gossiprec.gossip.protocol import GossipConfig, GossipProtocol
+from gossiprec.node.identity import load_identity
 
 async def main() -> None:
     folder, port = Path(sys.argv[1]), int(sys.argv[2])
-    keys, cert, trust = load_identity(folder)
-    identity = Identity(keys, cert, trust)
+    identity = load_identity(folder)
+    keys = identity.keys
     membership = MembershipConfig(suspect_after=1.0, dead_after=2.5)
     config = GossipConfig(period=0.1, membership=membership)
     protocol = GossipProtocol(identity.node_id, {"v": np.ones((32, 4), np.float32)}, config,
@@ -106,13 +105,12 @@ async def test_node_dying_uncleanly_leaves_live_views_within_the_dead_timeout(
             async with running(tmp_path, made, truth, mqtt_factory(mosquitto.port)) as cluster:
                 node_id = victim.node_id
                 assert await cluster.until(
-                    lambda: all(node_id in n.protocol.membership.alive() for n in cluster.nodes), 20
+                    lambda: all(node_id in n.status().alive() for n in cluster.nodes), 20
                 )
                 os.kill(child.pid, getattr(signal, death))
                 killed_at = time.monotonic()
                 dead = lambda: all(  # noqa: E731
-                    n.protocol.membership.peers[node_id].state is PeerState.DEAD
-                    for n in cluster.nodes
+                    n.status().state_of(node_id) is PeerState.DEAD for n in cluster.nodes
                 )
                 # SIGKILL: the broker publishes the last will at once. SIGSTOP: the socket stays
                 # open (keepalive 60 s), so only the 2.5 s dead timeout can catch it.
@@ -124,7 +122,7 @@ async def test_node_dying_uncleanly_leaves_live_views_within_the_dead_timeout(
 
 
 async def test_a_cancel_arriving_as_a_publish_completes_is_not_lost(mosquitto: Mosquitto) -> None:
-    from gossip.mqtt import MqttConfig, MqttTransport
+    from gossiprec.gossip.mqtt import MqttConfig, MqttTransport
 
     async with MqttTransport(MqttConfig(port=mosquitto.port), "canceller", []) as link:
         assert await link.wait_connected(10)
@@ -144,14 +142,15 @@ async def test_a_cancel_arriving_as_a_publish_completes_is_not_lost(mosquitto: M
 async def test_non_admitted_key_over_mosquitto_is_dropped_and_counted(
     tmp_path: Path, mosquitto: Mosquitto
 ) -> None:
-    from crypto.envelope import Sealer
-    from crypto.replay import SequenceCounter
-    from crypto.statement import sign_statement
-    from crypto.wire import pack
-    from gossip import topics
-    from gossip.codec import Codec, Kind, ModelUpdate, encode
-    from gossip.driver import last_will, subscriptions
-    from gossip.mqtt import MqttConfig, MqttTransport
+    from gossiprec.crypto.envelope import Sealer
+    from gossiprec.crypto.replay import SequenceCounter
+    from gossiprec.crypto.statement import sign_statement
+    from gossiprec.crypto.wire import pack
+    from gossiprec.gossip import topics
+    from gossiprec.gossip.codec import Codec, encode
+    from gossiprec.gossip.driver import last_will, subscriptions
+    from gossiprec.gossip.messages import Kind, ModelUpdate
+    from gossiprec.gossip.mqtt import MqttConfig, MqttTransport
 
     authority = Authority.create(tmp_path / "ca", "guarded")
     outsider = admit(Authority.create(tmp_path / "evil", "guarded"))  # same name, other CA
@@ -181,12 +180,12 @@ async def test_non_admitted_key_over_mosquitto_is_dropped_and_counted(
                 lambda: target.rejected().get("envelope:unknown_sender", 0) == 1, timeout=10
             )
         assert target.rejected()["beacon:bad_certificate"] >= 1
-        assert outsider.node_id not in target.protocol.membership.peers
+        assert target.status().state_of(outsider.node_id) is None
         assert float(abs(target.protocol.params["v"]).max()) < 100
 
 
 async def test_a_full_incoming_queue_drops_and_counts(mosquitto: Mosquitto) -> None:
-    from gossip.mqtt import MqttConfig, MqttTransport
+    from gossiprec.gossip.mqtt import MqttConfig, MqttTransport
 
     topic = "gossiprec/test/flood"
     slow = MqttTransport(MqttConfig(port=mosquitto.port, queue_size=3), "slow", [topic])

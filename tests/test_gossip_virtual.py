@@ -6,12 +6,12 @@ import random
 
 import numpy as np
 import pytest
-
-from gossip.averaging import Arrays, mean_of, relative_error
-from gossip.codec import Codec, Kind, ModelUpdate
-from gossip.membership import MembershipConfig
-from gossip.protocol import ESTABLISHED, MAX_VERSION_LEAD, GossipConfig, GossipProtocol
-from gossip.virtual import VirtualNetwork
+from gossiprec.gossip.averaging import mean_of, relative_error
+from gossiprec.gossip.codec import Codec
+from gossiprec.gossip.membership import MembershipConfig
+from gossiprec.gossip.messages import Arrays, Kind, ModelUpdate
+from gossiprec.gossip.protocol import ESTABLISHED, MAX_VERSION_LEAD, GossipConfig, GossipProtocol
+from gossiprec.gossip.virtual import VirtualNetwork
 
 NEVER = MembershipConfig(suspect_after=1e6, dead_after=2e6)
 
@@ -24,7 +24,9 @@ def cluster(
     seed: int = 0,
     codec: str = "float32",
     view: int = 4_096,
+    versions: tuple[int, ...] = (),
 ) -> tuple[VirtualNetwork, list[GossipProtocol], Arrays]:
+    """`n` cores that know each other; `versions` are the first ones' restored model versions."""
     rng = np.random.default_rng(seed)
     membership = MembershipConfig(suspect_after=1e6, dead_after=2e6, view_size=view)
     config = GossipConfig(strategy=strategy, codec=Codec(codec), membership=membership)
@@ -35,6 +37,7 @@ def cluster(
             config,
             random.Random(seed * 100_003 + i),
             0.0,
+            version=versions[i] if i < len(versions) else 0,
         )
         for i in range(n)
     ]
@@ -51,7 +54,7 @@ def worst_error(nodes: list[GossipProtocol], reference: Arrays) -> float:
 def rounds_to(target: float, n: int, strategy: str = "push-sum", view: int = 4_096) -> float:
     network, nodes, truth = cluster(n, strategy, view=view)
     assert network.run(300.0, lambda: worst_error(nodes, truth) < target, check_every=0.25)
-    return sum(p.stats.rounds for p in nodes) / n
+    return sum(p.status().rounds for p in nodes) / n
 
 
 def test_push_sum_over_64_nodes_reaches_the_exact_mean() -> None:
@@ -104,8 +107,7 @@ def test_push_sum_rejects_sparse_codecs() -> None:
 
 
 def test_model_version_is_a_logical_clock_a_peer_can_push_only_so_far() -> None:
-    _, (veteran, newcomer), _ = cluster(2, "pairwise")
-    veteran.version = 300
+    _, (veteran, newcomer), _ = cluster(2, "pairwise", versions=(300,))
     update = ModelUpdate(Kind.MERGE_REQUEST, {k: v.copy() for k, v in veteran.params.items()},
                          version=veteran.version)  # fmt: skip
     newcomer.receive(veteran.node_id, update, 0.0)
@@ -117,8 +119,7 @@ def test_model_version_is_a_logical_clock_a_peer_can_push_only_so_far() -> None:
 
 @pytest.mark.parametrize("fresh_asks", [True, False])
 def test_a_fresh_node_adopts_an_established_model_and_leaves_it_untouched(fresh_asks: bool) -> None:
-    _, (veteran, fresh), _ = cluster(2, "pairwise")
-    veteran.version = ESTABLISHED
+    _, (veteran, fresh), _ = cluster(2, "pairwise", versions=(ESTABLISHED,))
     established = {k: v.copy() for k, v in veteran.params.items()}
     asker, answerer = (fresh, veteran) if fresh_asks else (veteran, fresh)
     now = asker.next_tick
@@ -133,8 +134,7 @@ def test_a_fresh_node_adopts_an_established_model_and_leaves_it_untouched(fresh_
 
 def test_nodes_that_are_both_established_or_both_fresh_average() -> None:
     for version in (0, ESTABLISHED):
-        _, (a, b), _ = cluster(2, "pairwise")
-        a.version = b.version = version
+        _, (a, b), _ = cluster(2, "pairwise", versions=(version, version))
         before = (a.params["v"] + b.params["v"]) / 2
         now = a.next_tick
         [request] = a.tick(now)

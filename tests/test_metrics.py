@@ -4,10 +4,9 @@ import math
 
 import numpy as np
 import pytest
-
-from sim.dataset import Dataset
-from sim.metrics import evaluate, hit_rate, ndcg, pessimistic_rank, user_hits
-from sim.split import N_NEGATIVES, leave_one_out
+from gossiprec.sim.dataset import Dataset
+from gossiprec.sim.metrics import evaluate, hit_rate, ndcg, pessimistic_rank, user_hits
+from gossiprec.sim.split import N_NEGATIVES, leave_one_out
 
 
 def test_rank_counts_ties_against_the_positive() -> None:

@@ -5,12 +5,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from sim.dataset import Dataset
-from sim.movielens import (
+from gossiprec.sim.dataset import Dataset
+from gossiprec.sim.errors import DatasetError
+from gossiprec.sim.movielens import (
     CONTENT_SHA256,
     GENRES,
-    DatasetError,
     default_ml100k_path,
     fetch_ml100k,
     load_ml100k,

@@ -15,35 +15,49 @@ from typing import Any
 
 import numpy as np
 import pytest
+from gossiprec.crypto.authority import Authority
+from gossiprec.gossip.driver import Identity, last_will, subscriptions
+from gossiprec.gossip.fairlock import FairLock
+from gossiprec.gossip.memory import InMemoryBroker
+from gossiprec.gossip.messages import Kind, ModelUpdate
+from gossiprec.gossip.protocol import ESTABLISHED
+from gossiprec.node.config import NodeConfig
+from gossiprec.node.control import ControlServer, request
+from gossiprec.node.errors import ControlError, IngestError, RequestError
+from gossiprec.node.logs import JsonLines
+from gossiprec.node.node import CHECKPOINT_FILE, Node
+from gossiprec.node.node_api import handlers, parse_rows
+from gossiprec.node.prometheus import MetricsServer, node_metrics
+from gossiprec.sim.broker import free_port
 
-from crypto.authority import Authority
-from gossip.driver import Identity, last_will, subscriptions
-from gossip.fairlock import FairLock
-from gossip.memory import InMemoryBroker
-from gossip.protocol import ESTABLISHED
-from node.config import config_for
-from node.control import ControlError, ControlServer, request
-from node.logs import JsonLines
-from node.node import CHECKPOINT_FILE, Node
-from node.node_api import handlers, parse_rows
-from node.prometheus import MetricsServer, exposition
-from sim.broker import free_port
 from tests.gossipnet import admit
 
 N_ITEMS = 40
 
 
 @contextlib.asynccontextmanager
-async def started(folder: Path, identity: Identity, broker: InMemoryBroker,
-                  **settings: Any) -> AsyncIterator[Node]:  # fmt: skip
+async def started(
+    folder: Path, identity: Identity, broker: InMemoryBroker, settings: dict[str, Any] | None = None
+) -> AsyncIterator[Node]:
     transport = broker.client(identity.node_id.hex(), subscriptions(identity), last_will(identity))
     async with transport:
-        config = config_for(folder, N_ITEMS, gossip_period=0.05, gossip_heartbeat=0.1, **settings)
+        fast = {"gossip.period": 0.05, "gossip.heartbeat": 0.1}
+        config = NodeConfig.defaults(folder, N_ITEMS).changed({**fast, **(settings or {})})
         node = Node(config, identity, transport)
         try:
             yield node
         finally:
             node.close()
+
+
+def merge_from_a_peer(node: Node, peer_version: int) -> None:
+    """A merge request from a peer at `peer_version` carrying this node's own parameters, merged
+    as the driver would: the version moves as a merge moves it (the logical clock), the
+    parameters do not."""
+    params = {name: array.copy() for name, array in node.gossip.protocol.params.items()}
+    update = ModelUpdate(Kind.MERGE_REQUEST, params, version=peer_version, sent_at=time.time())
+    with node.lock:
+        node.gossip.protocol.receive(b"p" * 16, update, time.time())
 
 
 def interactions(users: list[int], per_user: int, seed: int = 0) -> tuple[np.ndarray, ...]:
@@ -84,7 +98,7 @@ async def test_an_unreadable_checkpoint_is_set_aside_and_the_store_rebuilds_the_
         await node.ingest(*interactions([1], 5))
     (tmp_path / "n" / CHECKPOINT_FILE).write_bytes(b"not a zip")
     async with started(tmp_path / "n", identity, broker) as node:
-        assert node.model.n_interactions == 5 and node.gossip.protocol.version == 0
+        assert node.model.n_interactions == 5 and node.gossip.version == 0
 
 
 async def test_training_runs_only_when_there_is_something_new(tmp_path: Path) -> None:
@@ -93,7 +107,7 @@ async def test_training_runs_only_when_there_is_something_new(tmp_path: Path) ->
         await node.ingest(*interactions([1], 5))
         assert await node.train_round()
         assert not await node.train_round()  # nothing ingested, nothing merged
-        node.gossip.protocol.version += 1  # as a merge does
+        merge_from_a_peer(node, 0)
         assert await node.train_round()
 
 
@@ -101,23 +115,24 @@ async def test_the_item_learning_rate_halves_every_half_life_of_model_versions(
     tmp_path: Path,
 ) -> None:
     identity, broker = admit(Authority.create(tmp_path / "ca", "unit")), InMemoryBroker()
-    async with started(tmp_path / "n", identity, broker, model_lr=100.0,
-                       model_lr_half_life=10.0) as node:  # fmt: skip
+    settings = {"model.lr": 100.0, "model.lr_half_life": 10.0}
+    async with started(tmp_path / "n", identity, broker, settings) as node:
         await node.ingest(*interactions([1], 5))
         assert await node.train_round() and node.model.shared_lr == 100.0
-        node.gossip.protocol.version = 20  # two half-lives of merges, e.g. on joining late
+        merge_from_a_peer(node, 19)  # two half-lives of merges along, e.g. on joining late
+        assert node.gossip.version == 20
         assert await node.train_round() and node.model.shared_lr == 25.0
 
 
 async def test_a_model_from_far_ahead_gets_the_users_refit_first(tmp_path: Path) -> None:
     identity, broker = admit(Authority.create(tmp_path / "ca", "unit")), InMemoryBroker()
-    async with started(tmp_path / "n", identity, broker, train_online_steps=10) as node:
+    async with started(tmp_path / "n", identity, broker, {"train.online_steps": 10}) as node:
         await node.ingest(*interactions([1, 2], 8))
         assert await node.train_round()
         moved = []
         for jump in (1, ESTABLISHED):  # an ordinary merge; then joining late
             before = node.model.user_embedding.detach().clone()
-            node.gossip.protocol.version += jump
+            merge_from_a_peer(node, node.gossip.version + jump - 1)
             assert await node.train_round()
             moved.append(float((node.model.user_embedding.detach() - before).norm()))
         # Two steps each round; the catch-up adds ten steps on the users alone.
@@ -128,9 +143,9 @@ async def test_bad_interactions_are_refused_before_anything_is_stored(tmp_path: 
     identity, broker = admit(Authority.create(tmp_path / "ca", "unit")), InMemoryBroker()
     async with started(tmp_path / "n", identity, broker) as node:
         one = np.array([1], dtype=np.int64)
-        with pytest.raises(ValueError, match=r"item ids must lie in \[0, 40\)"):
+        with pytest.raises(IngestError, match=r"item ids must lie in \[0, 40\)"):
             await node.ingest(one, np.array([N_ITEMS]), one)
-        with pytest.raises(ValueError, match="user ids must be >= 0"):
+        with pytest.raises(IngestError, match="user ids must be >= 0"):
             await node.ingest(np.array([-1]), one, one)
         assert node.store.count_interactions() == 0
 
@@ -147,7 +162,7 @@ def test_ingest_rows_are_validated_with_messages_naming_the_row() -> None:
         ([[1, -2]], "row 0 must hold integers"),
         ([[2**63, 1]], "row 0 must hold integers"),
     ]:
-        with pytest.raises(ValueError, match=message):
+        with pytest.raises(RequestError, match=message):
             parse_rows(rows, now=0.0)
 
 
@@ -191,10 +206,13 @@ async def test_metrics_are_served_on_loopback_in_prometheus_text(tmp_path: Path)
             url = f"http://127.0.0.1:{port}/metrics"
             text = await asyncio.to_thread(lambda: urllib.request.urlopen(url, timeout=5).read())
     lines = text.decode().splitlines()
-    assert 'gossiprec_rejected_total{reason="decode:shape"} 2' in lines
-    assert "gossiprec_broker_connected 1" in lines
-    assert 'gossiprec_peers{state="alive"} 0' in lines
-    assert exposition(node.status()).count("# TYPE") == 12
+    assert 'gossiprec_rejected_total{reason="decode:shape"} 2.0' in lines
+    assert "gossiprec_broker_connected 1.0" in lines
+    assert 'gossiprec_peers{state="alive"} 0.0' in lines
+    assert len(node_metrics(node.status())) == 12
+    # The process and Python collectors ride along.
+    assert any(line.startswith("process_resident_memory_bytes ") for line in lines)
+    assert any(line.startswith("python_gc_collections_total") for line in lines)
 
 
 def test_json_log_lines_carry_level_logger_and_message() -> None:

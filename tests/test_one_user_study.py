@@ -6,9 +6,8 @@ from dataclasses import replace
 
 import numpy as np
 import torch
-
-from sim.one_user_study import OneUserNodes, StudyConfig
-from sim.split import LeaveOneOut, restrict
+from gossiprec.sim.one_user_study import OneUserNodes, StudyConfig
+from gossiprec.sim.split import LeaveOneOut, restrict
 
 
 def test_merges_conserve_the_mean_and_the_nodes_learn(ml100k_split: LeaveOneOut) -> None:

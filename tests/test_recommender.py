@@ -2,13 +2,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from node.recommender import BPRMF, BPRConfig
-from sim.baselines import centralized, popularity
-from sim.dataset import Dataset
-from sim.metrics import evaluate
-from sim.split import LeaveOneOut, leave_one_out
-from sim.synthetic import SyntheticConfig, generate
+from gossiprec.node.recommender import BPRMF, BPRConfig
+from gossiprec.sim.baselines import centralized, popularity
+from gossiprec.sim.dataset import Dataset
+from gossiprec.sim.metrics import evaluate
+from gossiprec.sim.split import LeaveOneOut, leave_one_out
+from gossiprec.sim.synthetic import SyntheticConfig, generate
 
 
 @pytest.fixture(scope="module")
@@ -121,6 +120,6 @@ def test_bad_input_is_refused_with_the_reason() -> None:
 
 @pytest.mark.slow
 def test_centralized_bpr_on_ml100k_meets_the_reference(ml100k: Dataset) -> None:
-    result = centralized(leave_one_out(ml100k, seed=0), show_progress=False)
+    result = centralized(leave_one_out(ml100k, seed=0))
     assert result.metrics.hr10 >= 0.65, result
     assert result.metrics.ndcg10 >= 0.37, result

@@ -8,18 +8,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from node.cli import main
-from sim.baselines import local_only
-from sim.broker import BrokerAddress, EmbeddedBroker, Mosquitto
-from sim.dataset import Dataset
-from sim.host import HostSpec
-from sim.pacing import MOST, Pacer
-from sim.partition import genre_skew, partition_users
-from sim.report import late_join_summary
-from sim.simulation import LateJoin, SimConfig, SimRun, presence_shards, simulate
-from sim.split import LeaveOneOut, restrict
-from sim.workers import WorkerError, WorkerHost
+from gossiprec.cli.main import main
+from gossiprec.sim.baselines import local_only
+from gossiprec.sim.broker import BrokerAddress, EmbeddedBroker, Mosquitto
+from gossiprec.sim.config import SimConfig, node_template
+from gossiprec.sim.dataset import Dataset
+from gossiprec.sim.errors import WorkerError
+from gossiprec.sim.host import HostSpec
+from gossiprec.sim.pacing import MOST, Pacer
+from gossiprec.sim.partition import genre_skew, partition_users
+from gossiprec.sim.report import late_join_summary
+from gossiprec.sim.simulation import LateJoin, SimRun, presence_shards, simulate
+from gossiprec.sim.split import LeaveOneOut, restrict
+from gossiprec.sim.workers import WorkerHost
 
 pytestmark = [pytest.mark.slow]
 
@@ -30,7 +31,8 @@ def small(split: LeaveOneOut, nodes: int, users_per_node: int) -> tuple[LeaveOne
 
 
 def run(split: LeaveOneOut, groups: list, broker: BrokerAddress, **options: float) -> SimRun:  # type: ignore[type-arg]
-    config = SimConfig(**{"duration": 15.0, "period": 0.5, "eval_every": 3.0, **options})  # type: ignore[arg-type]
+    node = node_template(split.n_items).changed({"gossip.period": 0.5, "train.period": 0.5})
+    config = SimConfig(node, **{"duration": 15.0, "eval_every": 3.0, **options})  # type: ignore[arg-type]
     return asyncio.run(simulate(split, groups, config, broker))
 
 
@@ -39,7 +41,7 @@ def test_a_small_simulation_learns_well_above_local_only(
     ml100k_split: LeaveOneOut, mosquitto: Mosquitto
 ) -> None:
     split, groups = small(ml100k_split, nodes=8, users_per_node=20)
-    alone = local_only(split, groups=groups, show_progress=False).metrics.hr10
+    alone = local_only(split, groups=groups).metrics.hr10
     result = run(split, groups, BrokerAddress("127.0.0.1", mosquitto.port, 5, "test"),
                  late_joiners=2)  # fmt: skip
     assert result.final is not None and result.final.users == 160
@@ -56,7 +58,7 @@ def test_churn_and_message_loss_slow_but_do_not_stop_learning(
     ml100k_split: LeaveOneOut, mosquitto: Mosquitto
 ) -> None:
     split, groups = small(ml100k_split, nodes=6, users_per_node=20)
-    alone = local_only(split, groups=groups, show_progress=False).metrics.hr10
+    alone = local_only(split, groups=groups).metrics.hr10
     result = run(split, groups, BrokerAddress("127.0.0.1", mosquitto.port, 5, "test"),
                  churn=12.0, downtime=2.0, drop=0.2)  # fmt: skip
     assert result.restarts >= 2 and result.dropped_messages > 0
@@ -70,7 +72,7 @@ def test_nodes_dealt_over_two_processes_gossip_with_each_other(
     # Two nodes, one per process: every merge crosses processes, and the child's node is stopped
     # and restarted (churn) through the pipe.
     split, groups = small(ml100k_split, nodes=2, users_per_node=40)
-    alone = local_only(split, groups=groups, show_progress=False).metrics.hr10
+    alone = local_only(split, groups=groups).metrics.hr10
     result = run(split, groups, BrokerAddress("127.0.0.1", mosquitto.port, 5, "test"),
                  workers=2, churn=20.0, downtime=1.0)  # fmt: skip
     assert result.points[-1].merges_per_node >= 5 and result.restarts >= 1
@@ -79,7 +81,15 @@ def test_nodes_dealt_over_two_processes_gossip_with_each_other(
 
 
 def test_a_failing_call_in_a_worker_process_is_raised_in_the_parent(tmp_path: Path) -> None:
-    spec = HostSpec(SimConfig(), BrokerAddress("127.0.0.1", 1, 4, "none"), 10, 1, 5.0, tmp_path, [])
+    spec = HostSpec(
+        SimConfig(node_template(10)),
+        BrokerAddress("127.0.0.1", 1, 4, "none"),
+        10,
+        1,
+        5.0,
+        tmp_path,
+        [],
+    )
 
     async def call_and_close() -> None:
         host = WorkerHost(spec)

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from node.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from node.store import PeerRow, Store
+from gossiprec.node.checkpoint import load_checkpoint, save_checkpoint
+from gossiprec.node.errors import CheckpointError
+from gossiprec.node.store import PeerRow, Store
 
 
 def test_interactions_are_deduplicated_and_read_back_in_order(tmp_path: Path) -> None:
@@ -40,7 +40,7 @@ def test_peers_and_counters_persist(tmp_path: Path) -> None:
 INGESTER = """
 import sys, numpy as np
 from pathlib import Path
-from node.store import Store
+from gossiprec.node.store import Store
 store = Store(Path(sys.argv[1]))
 for i in range(100_000):
     store.add_interactions(np.array([i % 97]), np.array([i]), np.array([i]))

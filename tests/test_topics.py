@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from gossip import topics
+from gossiprec.gossip import topics
 
 
 def test_parse_inverts_presence_inbox_and_sharded_presence() -> None:

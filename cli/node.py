@@ -5,34 +5,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 from pathlib import Path
-from typing import TypeAlias
 
-from crypto.authority import Authority
-from crypto.files import write_atomic
-from crypto.keys import SIGNING_FILE, NodeKeys
-from node.cli_identity import CERT_FILE, IdentityError, issue_certificate
-from node.config import load_config
-from node.daemon import serve
-from node.logs import configure
-from node.output import emit_json, help_handler
-
-Commands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
-
-TEMPLATE = """# gossiprec node configuration. Every key can be overridden by the environment:
-# [section] key -> GOSSIPREC_SECTION_KEY (secrets also from GOSSIPREC_SECTION_KEY_FILE).
-[node]
-data_dir = "{data_dir}"
-
-[broker]
-url = "{broker}"
-
-[gossip]
-strategy = "pairwise"
-codec = "float16"
-
-[model]
-n_items = {n_items}
-"""
+from gossiprec.cli.output import Commands, emit_json, help_handler
+from gossiprec.crypto.authority import Authority
+from gossiprec.node.config import load_config
+from gossiprec.node.identity import CERT_FILE, CONFIG_FILE, init_node
 
 
 def register(commands: Commands) -> None:
@@ -65,25 +42,20 @@ def register(commands: Commands) -> None:
 
 
 def node_run(args: argparse.Namespace) -> int:
+    from gossiprec.node.daemon import serve  # torch: only the daemon needs it
+    from gossiprec.node.logs import configure
+
     config = load_config(args.config)
-    configure(json_lines=config.log_json, verbose=args.verbose)
+    configure(json_lines=config.log.json, verbose=args.verbose)
     asyncio.run(serve(config))
     return 0
 
 
 def node_init(args: argparse.Namespace) -> int:
     folder: Path = args.dir
-    if (folder / SIGNING_FILE).exists():
-        raise IdentityError(f"{folder} already holds a node. Fix: choose another --dir.")
-    config_path = folder / "node.toml"
-    text = TEMPLATE.format(data_dir=folder.resolve(), broker=args.broker, n_items=args.n_items)
-    keys = NodeKeys.generate()
-    keys.save(folder)
-    write_atomic(config_path, text.encode())
-    load_config(config_path, environ={})  # the file we wrote must load
-    issued = None
-    if args.ca is not None:
-        issued = issue_certificate(Authority.load(args.ca), folder, args.days)
+    authority = Authority.load(args.ca) if args.ca is not None else None
+    keys, issued = init_node(folder, args.broker, args.n_items, authority, args.days)
+    config_path = folder / CONFIG_FILE
     result = {"node_id": keys.node_id.hex(), "config": str(config_path),
               "certificate": str(folder / CERT_FILE) if issued else None}  # fmt: skip
     if args.json:

@@ -15,16 +15,16 @@ from pathlib import Path
 
 import aiomqtt
 import numpy as np
-
-from crypto.authority import Authority
-from crypto.envelope import Sealer
-from crypto.keys import NodeKeys
-from crypto.replay import SequenceCounter
-from gossip import topics
-from gossip.codec import CODECS, Codec, Kind, ModelUpdate, encode
-from gossip.driver import GossipNode, Identity
-from gossip.mqtt import MqttConfig, MqttTransport
-from gossip.protocol import GossipConfig, GossipProtocol
+from gossiprec.crypto.authority import Authority
+from gossiprec.crypto.envelope import Sealer
+from gossiprec.crypto.keys import NodeKeys
+from gossiprec.crypto.replay import SequenceCounter
+from gossiprec.gossip import topics
+from gossiprec.gossip.codec import CODECS, Codec, encode
+from gossiprec.gossip.driver import GossipNode, Identity
+from gossiprec.gossip.messages import Kind, ModelUpdate
+from gossiprec.gossip.mqtt import MqttConfig, MqttTransport
+from gossiprec.gossip.protocol import GossipConfig, GossipProtocol
 
 ROWS, DIM = 1_682, 32  # ML-100K items x embedding size: 215 KB of float32
 
@@ -126,7 +126,7 @@ def exchange_bytes() -> dict[str, int]:
 
 
 def bench_gossip(broker_url: str | None, count: int = 200) -> dict[str, object]:
-    from sim.broker import Mosquitto
+    from gossiprec.sim.broker import Mosquitto
 
     async def run(host: str, port: int) -> dict[str, object]:
         payload = bytes(ROWS * DIM * 4 + ROWS * 4)

@@ -5,11 +5,10 @@ from __future__ import annotations
 import random
 
 import numpy as np
-
-from gossip.averaging import mean_of, relative_error
-from gossip.membership import MembershipConfig
-from gossip.protocol import GossipConfig, GossipProtocol
-from gossip.virtual import VirtualNetwork
+from gossiprec.gossip.averaging import mean_of, relative_error
+from gossiprec.gossip.membership import MembershipConfig
+from gossiprec.gossip.protocol import GossipConfig, GossipProtocol
+from gossiprec.gossip.virtual import VirtualNetwork
 
 
 def rounds_to_mean(n: int, strategy: str, target: float, *, drop: float = 0.0, seed: int = 0,
@@ -32,5 +31,5 @@ def rounds_to_mean(n: int, strategy: str, target: float, *, drop: float = 0.0, s
 
     reached = network.run(limit, lambda: error() < target, check_every=0.25)
     return {"nodes": n, "strategy": strategy, "drop": drop, "reached": reached,
-            "rounds_per_node": sum(p.stats.rounds for p in nodes) / n,
+            "rounds_per_node": sum(p.status().rounds for p in nodes) / n,
             "virtual_seconds": network.now, "error": error()}  # fmt: skip

@@ -11,11 +11,10 @@ from pathlib import Path
 
 import numpy as np
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
-
-from crypto.authority import Authority
-from crypto.envelope import Opener, Sealer
-from crypto.keys import NodeKeys
-from crypto.replay import ReplayGuard, SequenceCounter
+from gossiprec.crypto.authority import Authority
+from gossiprec.crypto.envelope import Opener, Sealer
+from gossiprec.crypto.keys import NodeKeys
+from gossiprec.crypto.replay import ReplayGuard, SequenceCounter
 
 
 def _median_ms(action: Callable[[], object], repeats: int) -> float:

@@ -3,25 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TypeAlias
 
-from crypto.authority import CA_PUBLIC_FILE, Authority
-from crypto.certificate import Certificate
-from crypto.files import write_atomic
-from crypto.keys import PUBLIC_FILE, SIGNING_FILE, NodeKeys
-from crypto.trust import TrustStore
-from node.output import emit_json, help_handler
-
-CERT_FILE = "node.cert"
-Commands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
-
-
-class IdentityError(Exception):
-    """Raised for a command that cannot proceed; the message names the fix."""
+from gossiprec.cli.output import Commands, emit_json, help_handler
+from gossiprec.crypto.authority import CA_PUBLIC_FILE, Authority
+from gossiprec.crypto.keys import PUBLIC_FILE, SIGNING_FILE, NodeKeys
+from gossiprec.node.errors import IdentityError
+from gossiprec.node.identity import issue_certificate
 
 
 def register(commands: Commands) -> None:
@@ -125,8 +115,6 @@ def ca_init_command(args: argparse.Namespace) -> int:
 
 
 def ca_issue(args: argparse.Namespace) -> int:
-    if not args.days > 0:
-        raise IdentityError(f"--days must be > 0, got {args.days}")
     cert = issue_certificate(Authority.load(args.dir), args.node_dir, args.days)
     return _report(
         args,
@@ -141,25 +129,6 @@ def ca_issue(args: argparse.Namespace) -> int:
     )
 
 
-def issue_certificate(authority: Authority, node_dir: Path, days: float) -> Certificate:
-    """Certify the keys in NODE_DIR/node.pub.json; write the certificate and trust anchor there."""
-    public_file = node_dir / PUBLIC_FILE
-    try:
-        record = json.loads(public_file.read_text())
-        signing = bytes.fromhex(record["signing_public"])
-        encryption = bytes.fromhex(record["encryption_public"])
-    except (OSError, ValueError, KeyError) as exc:
-        raise IdentityError(
-            f"cannot read {public_file} ({exc}). Fix: run `gossiprec keys init --dir "
-            f"{node_dir}` first."
-        ) from exc
-    now = int(time.time())
-    cert = authority.issue(signing, encryption, now - 60, now + int(days * 86_400))
-    write_atomic(node_dir / CERT_FILE, cert.encode())
-    authority.trust_store().save(node_dir)
-    return cert
-
-
 def ca_revoke(args: argparse.Namespace) -> int:
     authority = Authority.load(args.dir)
     serials = set(args.serial or []) or authority.serial_of(args.node_id)
@@ -172,21 +141,3 @@ def ca_revoke(args: argparse.Namespace) -> int:
         f"revocation list version {crl.version}: {len(crl.revoked)} revoked "
         f"(newly {sorted(serials)}); publish {args.dir / 'crl.bin'} to the network",
     )
-
-
-def load_identity(folder: Path) -> tuple[NodeKeys, Certificate, TrustStore]:
-    """A node's keys, certificate and trust store, checked to belong together."""
-    keys = NodeKeys.load(folder)
-    try:
-        cert = Certificate.decode((folder / CERT_FILE).read_bytes())
-    except OSError as exc:
-        raise IdentityError(
-            f"{folder / CERT_FILE} is missing. Fix: run `gossiprec ca issue "
-            f"--dir CA_DIR --node-dir {folder}`."
-        ) from exc
-    if cert.node_id != keys.node_id or cert.encryption_public != keys.encryption_public:
-        raise IdentityError(
-            f"{folder / CERT_FILE} does not match this node's keys. Fix: "
-            "issue a new certificate after `keys init` or `keys rotate`."
-        )
-    return keys, cert, TrustStore.load(folder)

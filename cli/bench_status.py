@@ -9,8 +9,6 @@ each whole request (connect, ask, reply) as a user's `gossiprec status` would se
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import io
 import os
 import subprocess
 import sys
@@ -20,8 +18,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from node.control import ControlError, request
+from gossiprec.crypto.authority import Authority
+from gossiprec.node.control import request
+from gossiprec.node.errors import ControlError
+from gossiprec.node.identity import init_node
+from gossiprec.sim.broker import Mosquitto
+from gossiprec.sim.movielens import load_ml100k
 
 DAEMON_ENV = {"GOSSIPREC_GOSSIP_PERIOD": "0.5", "GOSSIPREC_GOSSIP_HEARTBEAT": "1",
               "GOSSIPREC_TRAIN_PERIOD": "0.1"}  # fmt: skip
@@ -29,23 +31,17 @@ INGEST_BATCH = 5_000
 
 
 def bench_status(duration: float, rate: float) -> dict[str, Any]:
-    from node.cli import main
-    from sim.broker import Mosquitto
-    from sim.movielens import load_ml100k
-
     dataset = load_ml100k()
     with Mosquitto() as broker, tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         processes, sockets = [], []
-        with contextlib.redirect_stdout(io.StringIO()):  # the set-up commands' own output
-            main(["ca", "init", "--dir", str(folder / "ca"), "--network", "bench"])
-            for index in range(2):
-                main(["node", "init", "--dir", str(folder / f"n{index}"),
-                      "--ca", str(folder / "ca"), "--broker", broker.url])  # fmt: skip
+        authority = Authority.create(folder / "ca", "bench")
+        for index in range(2):
+            init_node(folder / f"n{index}", broker.url, dataset.n_items, authority)
         for index in range(2):
             node_dir = folder / f"n{index}"
             processes.append(subprocess.Popen(
-                [sys.executable, "-m", "node.cli", "node", "run", "--config",
+                [sys.executable, "-m", "gossiprec.cli", "node", "run", "--config",
                  str(node_dir / "node.toml")], env={**os.environ, **DAEMON_ENV},
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))  # fmt: skip
             sockets.append(node_dir / "control.sock")

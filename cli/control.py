@@ -7,14 +7,13 @@ import asyncio
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeAlias
+from typing import Any
 
-from node.config import load_config
-from node.control import request
-from node.interactions_csv import INGEST_BATCH, IngestError, read_csv
-from node.output import emit_json, table
-
-Commands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
+from gossiprec.cli.errors import UsageError
+from gossiprec.cli.output import Commands, emit_json, print_table
+from gossiprec.node.config import load_config
+from gossiprec.node.control import request
+from gossiprec.node.interactions_csv import INGEST_BATCH, read_csv
 
 
 def register(commands: Commands) -> None:
@@ -68,7 +67,7 @@ def run_status(args: argparse.Namespace) -> int:
     link = "connected" if broker["connected"] else "DISCONNECTED"
     loss = "-" if status["loss"] is None else f"{status['loss']:.4f}"
     rejected = ", ".join(f"{k} {v}" for k, v in sorted(status["rejected"].items())) or "none"
-    print(table(["node", status["node_id"]], [
+    print_table(["node", status["node_id"]], [
         ["network", status["network"]],
         ["broker", f"{broker['url']} {link} ({broker['connects']} connects)"],
         ["uptime", duration(status["uptime"])],
@@ -78,17 +77,17 @@ def run_status(args: argparse.Namespace) -> int:
         ["bytes in/out", f"{megabytes(status['bytes_in'])} / {megabytes(status['bytes_out'])} "
                          f"({status['messages_in']} / {status['messages_out']} messages)"],
         ["rejected", rejected],
-    ]))  # fmt: skip
+    ])  # fmt: skip
     peers = status["peers"]
     counts = {s: sum(p["state"] == s for p in peers) for s in ("alive", "suspect", "dead")}
     print(f"\npeers: {counts['alive']} alive, {counts['suspect']} suspect, {counts['dead']} dead")
     if peers:
         headers = ["peer", "state", "last seen", "msgs in", "msgs out", "bytes in", "bytes out",
                    "model age", "trust"]  # fmt: skip
-        print(table(headers, [[p["node_id"][:12], p["state"], duration(p["last_seen"]),
+        print_table(headers, [[p["node_id"][:12], p["state"], duration(p["last_seen"]),
                                p["messages_in"], p["messages_out"], p["bytes_in"], p["bytes_out"],
                                "-" if p["model_age"] is None else duration(p["model_age"]),
-                               p["trust"]] for p in peers]))  # fmt: skip
+                               p["trust"]] for p in peers])  # fmt: skip
     return 0
 
 
@@ -98,9 +97,9 @@ def run_peers(args: argparse.Namespace) -> int:
         emit_json(nodes)
         return 0
     headers = ["node", "state", "beacon age", "model version", "uptime", "training steps", "codec"]
-    print(table(headers, [[n["node_id"][:12], n["state"], duration(n["last_seen"]),
+    print_table(headers, [[n["node_id"][:12], n["state"], duration(n["last_seen"]),
                            n["model_version"], duration(n.get("uptime", 0)), n.get("steps", "-"),
-                           n.get("codec", "-")] for n in nodes]))  # fmt: skip
+                           n.get("codec", "-")] for n in nodes])  # fmt: skip
     return 0
 
 
@@ -110,7 +109,7 @@ def run_recommend(args: argparse.Namespace) -> int:
         emit_json(reply)
     else:
         ranked = [[rank, item] for rank, item in enumerate(reply["items"], 1)]
-        print(table(["rank", "item"], ranked))
+        print_table(["rank", "item"], ranked)
     return 0
 
 
@@ -120,7 +119,7 @@ def run_ingest(args: argparse.Namespace) -> int:
     elif args.user is not None and args.item is not None:
         batches = iter([[[args.user, args.item, int(time.time())]]])
     else:
-        raise IngestError("give --user and --item, or --csv FILE")
+        raise UsageError("give --user and --item, or --csv FILE")
     received = added = 0
     reply: dict[str, Any] = {}
     for rows in batches:

@@ -5,12 +5,21 @@ from __future__ import annotations
 import argparse
 import dataclasses
 from pathlib import Path
-from typing import Any, TypeAlias
+from typing import Any
 
-from node.output import emit_json, help_handler, table
-from node.recommender import GOSSIP_L2
+from gossiprec.cli.output import Commands, emit_json, help_handler, print_table
 
-Commands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
+# The study's settings; each flag left out keeps StudyConfig's default (gossiprec.sim).
+STUDY_FLAGS = (
+    ("--rounds", int),
+    ("--merges", int),
+    ("--lr", float),
+    ("--lr-half-life", float),
+    ("--user-lr", float),
+    ("--l2", float),
+    ("--eval-every", int),
+    ("--seed", int),
+)
 
 
 def register(commands: Commands) -> None:
@@ -71,11 +80,8 @@ def register(commands: Commands) -> None:
         "model, on validation (training on train only) unless --on test.",
     )
     study.add_argument("--data", type=Path, help="ml-100k zip or folder (default: user cache)")
-    for flag, kind, default in (("--rounds", int, 60), ("--merges", int, 8),
-                                ("--lr", float, 15_000.0), ("--lr-half-life", float, 25.0),
-                                ("--user-lr", float, 0.03), ("--l2", float, GOSSIP_L2),
-                                ("--eval-every", int, 10), ("--seed", int, 0)):  # fmt: skip
-        study.add_argument(flag, type=kind, default=default)
+    for flag, kind in STUDY_FLAGS:
+        study.add_argument(flag, type=kind, help="default: the study's (see --json output)")
     study.add_argument("--on", choices=["valid", "test"], default="valid")
     study.add_argument("--json", action="store_true")
     study.set_defaults(handler=run_one_user)
@@ -83,55 +89,55 @@ def register(commands: Commands) -> None:
 
 
 def run_envelope(args: argparse.Namespace) -> int:
-    from node.bench_envelope import bench_envelope
+    from gossiprec.cli.bench_envelope import bench_envelope
 
     return _show_measures(bench_envelope(args.rows, args.cols, args.repeats), args.json)
 
 
 def run_gossip(args: argparse.Namespace) -> int:
-    from node.bench_gossip import bench_gossip
+    from gossiprec.cli.bench_gossip import bench_gossip
 
     result = bench_gossip(args.broker, args.messages)
     if args.json:
         emit_json(result)
         return 0
     codecs: dict[str, int] = result.pop("exchange_bytes_by_codec")  # type: ignore[assignment]
-    print(table(["measure", "value"], [[k, v] for k, v in result.items()]))
+    print_table(["measure", "value"], [[k, v] for k, v in result.items()])
     print()
     rows = sorted(codecs.items(), key=lambda kv: kv[1])
-    print(table(["codec", "bytes per exchange"], rows))
+    print_table(["codec", "bytes per exchange"], rows)
     return 0
 
 
 def run_convergence(args: argparse.Namespace) -> int:
-    from node.bench_convergence import rounds_to_mean
+    from gossiprec.cli.bench_convergence import rounds_to_mean
 
     results = [rounds_to_mean(n, args.strategy, args.target, drop=args.drop) for n in args.nodes]
     if args.json:
         emit_json(results)
         return 0
     headers = ["nodes", "strategy", "drop", "reached", "rounds_per_node", "error"]
-    print(table(headers, [[r[h] for h in headers] for r in results]))
+    print_table(headers, [[r[h] for h in headers] for r in results])
     return 0
 
 
 def run_status(args: argparse.Namespace) -> int:
-    from node.bench_status import bench_status
+    from gossiprec.cli.bench_status import bench_status
 
     return _show_measures(bench_status(args.seconds, args.rate), args.json)
 
 
 def run_one_user(args: argparse.Namespace) -> int:
-    from node.progress import Progress
-    from sim.movielens import load_ml100k
-    from sim.one_user_study import StudyConfig, run_study
-    from sim.split import leave_one_out
+    from gossiprec.cli.progress import bars
+    from gossiprec.sim.movielens import load_ml100k
+    from gossiprec.sim.one_user_study import StudyConfig, run_study
+    from gossiprec.sim.split import leave_one_out
 
-    config = StudyConfig(rounds=args.rounds, merges=args.merges, lr=args.lr,
-                         lr_half_life=args.lr_half_life, user_lr=args.user_lr, l2=args.l2,
-                         eval_every=args.eval_every, seed=args.seed, on=args.on)  # fmt: skip
-    split = leave_one_out(load_ml100k(args.data), seed=args.seed)
-    with Progress(args.rounds, "one-user nodes", enabled=not args.json) as bar:
+    names = [flag[2:].replace("-", "_") for flag, _ in STUDY_FLAGS]
+    given = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+    config = StudyConfig(on=args.on, **given)
+    split = leave_one_out(load_ml100k(args.data), seed=config.seed)
+    with bars(not args.json)("one-user nodes", config.rounds) as bar:
         done = 0
 
         def advance(round_: int, hr10: float) -> None:
@@ -144,7 +150,7 @@ def run_one_user(args: argparse.Namespace) -> int:
         points_json = [{"round": r, "hr10": h} for r, h in points]
         emit_json({"config": dataclasses.asdict(config), "points": points_json})
         return 0
-    print(table(["round", f"HR@10 ({args.on})"], [[r, f"{h:.4f}"] for r, h in points]))
+    print_table(["round", f"HR@10 ({args.on})"], [[r, f"{h:.4f}"] for r, h in points])
     return 0
 
 
@@ -152,5 +158,5 @@ def _show_measures(result: dict[str, Any], as_json: bool) -> int:
     if as_json:
         emit_json(result)
     else:
-        print(table(["measure", "value"], [[k, v] for k, v in result.items()]))
+        print_table(["measure", "value"], [[k, v] for k, v in result.items()])
     return 0

@@ -1,6 +1,7 @@
 """`gossiprec sim`: the multi-node simulation, and `gossiprec sim docker`: a Compose project.
 
-`sim` is imported lazily, inside the handlers (node/ never depends on sim/ at import time).
+The flags that tune the nodes (--period, --lr, ...) write into the simulation's node template
+(gossiprec.sim.config), a whole node configuration: a flag left out keeps the template's value.
 """
 
 from __future__ import annotations
@@ -10,13 +11,34 @@ import asyncio
 import dataclasses
 import sys
 from pathlib import Path
-from typing import Any, TypeAlias
+from typing import Any
 
-from node.output import emit_json, table
-from node.progress import Progress
-from node.recommender import GOSSIP_L2
+from gossiprec.cli.data import add_dataset_arguments
+from gossiprec.cli.errors import UsageError
+from gossiprec.cli.output import Commands, emit_json, print_table
+from gossiprec.gossip.codec import CODECS
+from gossiprec.node.config import OPTIMIZERS, NodeConfig
+from gossiprec.node.errors import ConfigError
+from gossiprec.sim.config import template_default
 
-Commands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
+# Flags that write into the node template: flag, key, type, help.
+NODE_FLAGS: tuple[tuple[str, str, type, str], ...] = (
+    ("--period", "gossip.period", float, "seconds between gossip rounds"),
+    ("--fanout", "gossip.fanout", int, "peers per gossip round"),
+    ("--codec", "gossip.codec", str, "how model updates are encoded"),
+    ("--epochs", "train.epochs", int, "local epochs per training round"),
+    ("--train-period", "train.period", float,
+     "seconds between training rounds (default: --period); several merges per round let the "
+     "nodes' models agree more before each step"),
+    ("--lr", "model.lr", float, "node SGD learning rate (items), per 1,024 interactions"),
+    ("--user-lr", "model.user_lr", float, "Adam learning rate (users)"),
+    ("--l2", "model.l2", float, "L2 penalty on the nodes' embeddings"),
+    ("--lr-half-life", "model.lr_half_life", float,
+     "model versions (merges) after which --lr halves (0 = constant)"),
+    ("--clip", "model.clip", float, "largest item gradient norm per step (0 = none)"),
+    ("--optimizer", "model.optimizer", str, "optimizer of the item parameters"),
+)  # fmt: skip
+CHOICES = {"gossip.codec": CODECS, "model.optimizer": OPTIMIZERS}
 
 
 def register(commands: Commands) -> None:
@@ -30,8 +52,7 @@ def register(commands: Commands) -> None:
         "report.json and report.png to --out. Broker: --broker, else mosquitto from PATH on "
         "a free loopback port, else an embedded amqtt.",
     )
-    sim.add_argument("--dataset", choices=["ml-100k", "synthetic"], default="ml-100k")
-    sim.add_argument("--data", type=Path, help="ml-100k zip or folder (default: user cache)")
+    add_dataset_arguments(sim)
     sim.add_argument(
         "--users-per-node",
         type=int,
@@ -46,34 +67,10 @@ def register(commands: Commands) -> None:
         "(small = one taste per node); default: users dealt at random",
     )
     sim.add_argument("--duration", type=float, default=90.0, help="seconds of gossip")
-    sim.add_argument("--period", type=float, default=1.0, help="seconds between gossip rounds")
-    sim.add_argument("--fanout", type=int, default=1)
-    sim.add_argument(
-        "--codec",
-        default="float16",
-        choices=["float32", "float16", "int8", "sparse-float16", "sparse-int8"],
-    )
-    sim.add_argument("--epochs", type=int, default=2, help="local epochs per training round")
-    sim.add_argument(
-        "--train-period",
-        type=float,
-        default=0.0,
-        help="seconds between training rounds (default: --period); several merges per round "
-        "let the nodes' models agree more before each step",
-    )
-    sim.add_argument("--lr", type=float, default=160.0, help="node SGD learning rate (items)")
-    sim.add_argument("--user-lr", type=float, default=0.03, help="Adam learning rate (users)")
-    sim.add_argument(
-        "--l2", type=float, default=GOSSIP_L2, help="L2 penalty on the nodes' embeddings"
-    )
-    sim.add_argument(
-        "--lr-half-life",
-        type=float,
-        default=0.0,
-        help="model versions (merges) after which --lr halves (0 = constant)",
-    )
-    sim.add_argument("--clip", type=float, default=0.05, help="largest item gradient norm per step")
-    sim.add_argument("--optimizer", choices=["sgd", "adam"], default="sgd")
+    for flag, key, kind, text in NODE_FLAGS:
+        default = "--period" if key == "train.period" else template_default(key)
+        sim.add_argument(flag, type=kind, choices=CHOICES.get(key),
+                         help=f"{text} [node key {key}; default {default}]")  # fmt: skip
     sim.add_argument("--seed", type=int, default=0)
     sim.add_argument(
         "--churn",
@@ -105,85 +102,88 @@ def register(commands: Commands) -> None:
     )
     docker.add_argument("--nodes", type=int, required=True)
     docker.add_argument("--out", type=Path, required=True)
-    docker.add_argument("--dataset", choices=["ml-100k", "synthetic"], default="ml-100k")
-    docker.add_argument("--data", type=Path, help="ml-100k zip or folder (default: user cache)")
+    add_dataset_arguments(docker)
     docker.add_argument("--seed", type=int, default=0)
     docker.add_argument("--json", action="store_true")
     docker.set_defaults(handler=run_docker)
 
 
+def node_template(args: argparse.Namespace, n_items: int) -> NodeConfig:
+    """The simulation's node template with every node flag given written into it."""
+    from gossiprec.sim.config import node_template
+
+    template = node_template(n_items)
+    given = {key: (flag, getattr(args, flag[2:].replace("-", "_")))
+             for flag, key, _, _ in NODE_FLAGS}  # fmt: skip
+    if given["train.period"][1] is None and given["gossip.period"][1] is not None:
+        given["train.period"] = given["gossip.period"]
+    for key, (flag, value) in given.items():
+        if value is None:
+            continue
+        try:
+            template = template.changed({key: value})
+        except ConfigError as error:
+            raise UsageError(f"{flag} {value}: {str(error).split('. Fix')[0]}") from None
+    return template
+
+
 def run_sim(args: argparse.Namespace) -> int:
     import numpy as np
+    from gossiprec.cli.progress import bars
+    from gossiprec.sim.baselines import centralized, local_only, popularity
+    from gossiprec.sim.broker import any_broker
+    from gossiprec.sim.catalog import load_dataset
+    from gossiprec.sim.config import SimConfig
+    from gossiprec.sim.partition import partition_users
+    from gossiprec.sim.report import SUMMARY_HEADERS, build_report, summary_rows, write_report
+    from gossiprec.sim.simulation import default_workers, simulate
+    from gossiprec.sim.split import leave_one_out, restrict
 
-    from node.cli import UsageError, load_dataset
-    from sim.baselines import centralized, local_only, popularity
-    from sim.broker import BrokerError, any_broker
-    from sim.partition import partition_users
-    from sim.report import SUMMARY_HEADERS, build_report, summary_rows, write_report
-    from sim.simulation import SimConfig, default_workers, simulate
-    from sim.split import leave_one_out, restrict
-
-    try:
-        config = SimConfig(
-            duration=args.duration,
-            period=args.period,
-            fanout=args.fanout,
-            codec=args.codec,
-            epochs=args.epochs,
-            lr=args.lr,
-            user_lr=args.user_lr,
-            l2=args.l2,
-            train_period=args.train_period,
-            lr_half_life=args.lr_half_life,
-            clip=args.clip,
-            optimizer=args.optimizer,
-            seed=args.seed,
-            churn=args.churn,
-            downtime=args.downtime,
-            drop=args.drop,
-            late_joiners=args.late_joiners,
-            eval_every=args.eval_every,
-            workers=1 if args.workers is None else args.workers,
-        )
-        dataset = load_dataset(args.dataset, args.data, args.seed)
-        split = leave_one_out(dataset, seed=args.seed)
-        groups = partition_users(
-            split,
-            args.users_per_node,
-            alpha=args.alpha,
-            item_genres=dataset.item_genres,
-            seed=args.seed,
-        )
-    except ValueError as error:
-        raise UsageError(str(error)) from error
+    dataset = load_dataset(args.dataset, args.data, args.seed)
+    config = SimConfig(
+        node=node_template(args, dataset.n_items),
+        duration=args.duration,
+        seed=args.seed,
+        churn=args.churn,
+        downtime=args.downtime,
+        drop=args.drop,
+        late_joiners=args.late_joiners,
+        eval_every=args.eval_every,
+        workers=1 if args.workers is None else args.workers,
+    )
+    split = leave_one_out(dataset, seed=args.seed)
+    groups = partition_users(
+        split,
+        args.users_per_node,
+        alpha=args.alpha,
+        item_genres=dataset.item_genres,
+        seed=args.seed,
+    )
     if args.nodes is not None:
         groups = groups[: max(1, args.nodes)]
         split = restrict(split, np.concatenate(groups))
     if args.workers is None:
         config = dataclasses.replace(config, workers=default_workers(len(groups)))
-    show = not args.json or sys.stderr.isatty()
+    track = bars(not args.json or sys.stderr.isatty())
     baselines = [
-        centralized(split, show_progress=show),
-        local_only(split, groups=groups, show_progress=show),
+        centralized(split, track=track),
+        local_only(split, groups=groups, track=track),
         popularity(split),
     ]
-    try:
-        with (
-            any_broker(args.broker) as broker,
-            Progress(int(config.duration), f"gossip: {len(groups)} nodes", enabled=show) as bar,
-        ):
-            done = [0]
+    with (
+        any_broker(args.broker) as broker,
+        track(f"gossip: {len(groups)} nodes", int(config.duration)) as bar,
+    ):
+        done = [0]
 
-            def tick(seconds: float, point: Any) -> None:
-                step = int(seconds) - done[0]
-                note = f"HR@10 {point.hr10:.3f}, {point.megabytes:.0f} MB" if point else ""
-                if step > 0 or note:
-                    bar.advance(max(0, step), note=note)
-                    done[0] += max(0, step)
+        def tick(seconds: float, point: Any) -> None:
+            step = int(seconds) - done[0]
+            note = f"HR@10 {point.hr10:.3f}, {point.megabytes:.0f} MB" if point else ""
+            if step > 0 or note:
+                bar.advance(max(0, step), note=note)
+                done[0] += max(0, step)
 
-            run = asyncio.run(simulate(split, groups, config, broker, on_tick=tick))
-    except BrokerError as error:
-        raise UsageError(str(error)) from error
+        run = asyncio.run(simulate(split, groups, config, broker, on_tick=tick))
     setup = {
         "dataset": dataset.name,
         "users_per_node": args.users_per_node,
@@ -199,10 +199,11 @@ def run_sim(args: argparse.Namespace) -> int:
     gossip = report["gossip"]
     print(
         f"{dataset.name}: {gossip['nodes']} nodes x {args.users_per_node} user(s) in "
-        f"{config.workers} process(es), {config.duration:.0f} s of gossip, codec {config.codec}, "
+        f"{config.workers} process(es), {config.duration:.0f} s of gossip, "
+        f"codec {config.node.gossip.codec}, "
         f"broker {broker.description}"
     )
-    print(table(SUMMARY_HEADERS, summary_rows(report)))
+    print_table(SUMMARY_HEADERS, summary_rows(report))
     to_95 = gossip["megabytes_per_node_to_95pct_final_hr10"]
     print(
         f"\ngossip HR@10 = {gossip['hr10_vs_centralized']:.3f} x centralized; "
@@ -213,7 +214,7 @@ def run_sim(args: argparse.Namespace) -> int:
         print(
             f"this machine could not keep up: updates were shed, so the periods were stretched "
             f"up to {gossip['pace_highest']:.2f}x (at the end {gossip['pace_final']:.2f}x) "
-            f"the requested --period {config.period:g} s"
+            f"the requested --period {config.node.gossip.period:g} s"
         )
     if report["late_joiners"]:
         late = report["late_joiners"]
@@ -234,8 +235,8 @@ def run_sim(args: argparse.Namespace) -> int:
 
 
 def run_docker(args: argparse.Namespace) -> int:
-    from node.cli import load_dataset
-    from sim.compose import write_compose_project
+    from gossiprec.sim.catalog import load_dataset
+    from gossiprec.sim.compose import write_compose_project
 
     dataset = load_dataset(args.dataset, args.data, args.seed)
     result = write_compose_project(args.out, args.nodes, dataset, seed=args.seed)
