@@ -32,6 +32,6 @@ def run_show(args: argparse.Namespace) -> int:
         emit_json([asdict(value) for value in values])
         return 0
     print_table(["key", "value", "source", "meaning"],
-                [[v.key, "-" if v.value is None else v.value, v.source, v.help]
+                [[v.key, "-" if v.value is None else str(v.value), v.source, v.help]
                  for v in values])  # fmt: skip
     return 0

@@ -50,8 +50,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     except KeyboardInterrupt:
         return 130
-    except Exception:
-        log.critical("internal error (please report it with this traceback)", exc_info=True)
+    except Exception as error:
+        log.critical("internal error", exc_info=True)
+        print(f"gossiprec: internal error: {type(error).__name__}: {error} (a bug: please "
+              "report it with the traceback logged above)", file=sys.stderr)  # fmt: skip
         return EXIT_INTERNAL
 
 

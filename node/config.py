@@ -104,22 +104,24 @@ class NodeSettings(Section):
 @dataclass(frozen=True)
 class BrokerSettings(Section):
     NAME = "broker"
-    url: str = setting("mqtt://127.0.0.1:1883", _mqtt_url)
-    username: str = setting("")
-    password: str = setting("", secret=True)
+    url: str = setting("mqtt://127.0.0.1:1883", _mqtt_url, help="the MQTT broker")
+    username: str = setting("", help="broker login; empty = anonymous")
+    password: str = setting(
+        "", secret=True, help="broker password (or GOSSIPREC_BROKER_PASSWORD_FILE)"
+    )
     protocol: int = setting(5, _mqtt_version, help="4 = MQTT 3.1.1, 5 = MQTT 5")
 
 
 @dataclass(frozen=True)
 class GossipSettings(Section):
     NAME = "gossip"
-    strategy: str = setting("pairwise", _one_of(STRATEGIES))
-    codec: str = setting("float16", _one_of(CODECS))
+    strategy: str = setting("pairwise", _one_of(STRATEGIES), help="how models are averaged")
+    codec: str = setting("float16", _one_of(CODECS), help="how model updates are encoded")
     period: float = setting(2.0, _positive, help="seconds between gossip rounds")
-    fanout: int = setting(1, _positive)
+    fanout: int = setting(1, _positive, help="peers per gossip round")
     heartbeat: float = setting(5.0, _positive, help="seconds between presence beacons")
-    suspect_after: float = setting(15.0, _positive)
-    dead_after: float = setting(45.0, _positive)
+    suspect_after: float = setting(15.0, _positive, help="seconds of silence: a peer is suspect")
+    dead_after: float = setting(45.0, _positive, help="seconds of silence: a peer is dead")
     presence_shards: int = setting(1, _power_of_two, help="> 1: partial views; same on all")
 
     def __post_init__(self) -> None:
@@ -135,9 +137,9 @@ class GossipSettings(Section):
 class ModelSettings(Section):
     NAME = "model"
     n_items: int = setting(check=_positive, required=True, help="shared item catalogue size")
-    dim: int = setting(32, _positive)
+    dim: int = setting(32, _positive, help="embedding size; the same on every node")
     seed: int = setting(0, help="the same on every node: all start from one model")
-    optimizer: str = setting("sgd", _one_of(OPTIMIZERS))
+    optimizer: str = setting("sgd", _one_of(OPTIMIZERS), help="optimizer of the shared items")
     lr: float = setting(
         160.0, _positive, help="item SGD step per batch of 1024 interactions (smaller step less)"
     )

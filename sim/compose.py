@@ -178,7 +178,7 @@ def _copy_build_context(folder: Path) -> None:
     if root is None:
         return
     build = folder / "build"
-    for part in ("node", "gossip", "crypto", "sim", "docker"):
+    for part in ("crypto", "gossip", "node", "sim", "cli", "docker"):
         shutil.copytree(root / part, build / part,
                         ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))  # fmt: skip
     for part in ("pyproject.toml", "README.md"):

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from gossiprec.cli import config as cli_config
 from gossiprec.cli.main import main
 
 
@@ -19,7 +20,10 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-@pytest.mark.parametrize("command", [[], ["baseline"], ["data"], ["data", "fetch"]])
+@pytest.mark.parametrize(
+    "command",
+    [[], ["baseline"], ["data"], ["data", "fetch"], ["config", "show"], ["sim"], ["node", "run"]],
+)
 def test_every_command_has_help(command: list[str]) -> None:
     result = run_cli(*command, "--help")
     assert result.returncode == 0, result.stderr
@@ -43,3 +47,34 @@ def test_baseline_json_on_synthetic_data_lists_the_three_references() -> None:
     by_name = {r["name"]: r for r in report["results"]}
     assert by_name["centralized BPR-MF"]["hr10"] > by_name["popularity"]["hr10"]
     assert by_name["popularity"]["hr10"] > by_name["local-only BPR-MF"]["hr10"]
+
+
+def test_exit_codes_tell_unreachable_from_refused_from_internal(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # No node on the socket: 1, so `gossiprec status` works as a healthcheck.
+    assert main(["status", "--socket", str(tmp_path / "none.sock"), "--timeout", "1"]) == 1
+    assert "no node answers" in capsys.readouterr().err
+    # A request that cannot be done as asked: 2 and the fix.
+    assert main(["config", "show", "--config", str(tmp_path / "absent.toml")]) == 2
+    assert "Fix: pass --config PATH" in capsys.readouterr().err
+    # A bug: 70, and the traceback goes to the log, not to the user as if it were their fault.
+    monkeypatch.setattr(cli_config, "explain_config", lambda _path: 1 / 0)
+    assert main(["config", "show"]) == 70
+    assert "internal error" in capsys.readouterr().err
+
+
+def test_config_show_prints_every_key_with_its_source(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "node.toml"
+    path.write_text('[node]\ndata_dir = "/data"\n[model]\nn_items = 7\n')
+    monkeypatch.setenv("GOSSIPREC_TRAIN_EPOCHS", "5")
+    assert main(["config", "show", "--config", str(path), "--json"]) == 0
+    shown = {v["key"]: v for v in json.loads(capsys.readouterr().out)}
+    assert shown["model.n_items"] == {"key": "model.n_items", "value": 7, "source": str(path),
+                                      "help": "shared item catalogue size"}  # fmt: skip
+    assert shown["train.epochs"]["source"] == "environment variable GOSSIPREC_TRAIN_EPOCHS"
+    assert shown["train.epochs"]["value"] == 5
+    assert main(["config", "show", "--config", str(path)]) == 0
+    assert "train.epochs" in capsys.readouterr().out

@@ -3,7 +3,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from gossiprec.node.config import load_config
+from gossiprec.node.config import GOSSIP_L2, NodeConfig, explain_config, load_config
 from gossiprec.node.errors import ConfigError
 
 MINIMAL = '[node]\ndata_dir = "/var/lib/gossiprec"\n[model]\nn_items = 1682\n'
@@ -70,3 +70,52 @@ def test_bad_values_name_the_key_and_the_fix(
     with pytest.raises(ConfigError, match=message) as caught:
         load_config(write(tmp_path, text), environ=env)
     assert "Fix" in str(caught.value)
+
+
+def test_sections_hold_their_keys_and_code_made_configs_obey_the_same_rules(
+    tmp_path: Path,
+) -> None:
+    config = NodeConfig.defaults(tmp_path, 50)
+    assert (config.gossip.period, config.train.period, config.model.l2) == (2.0, 1.0, GOSSIP_L2)
+    assert config.identity_dir == tmp_path and config.control_socket == tmp_path / "control.sock"
+    faster = config.changed({"gossip.period": 0.5, "model.lr": 10.0})
+    assert (faster.gossip.period, faster.model.lr, faster.gossip.codec) == (0.5, 10.0, "float16")
+    with pytest.raises(ConfigError, match=r"gossip\.fanout = 0 must be > 0\. Fix"):
+        config.changed({"gossip.fanout": 0})
+    with pytest.raises(ConfigError, match=r"unknown key gossip\.speed"):
+        config.changed({"gossip.speed": 1})
+    with pytest.raises(ConfigError, match="suspect_after must be less"):
+        config.changed({"gossip.suspect_after": 60.0})
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"GOSSIPREC_GOSSIP_PERIOD": "inf"}, r"gossip\.period = 'inf' .* is not a valid float"),
+        ({"GOSSIPREC_MODEL_N_ITEMS": "1.5"}, r"model\.n_items = '1\.5' .* is not a valid int"),
+    ],
+)
+def test_values_that_are_not_finite_or_not_integral_are_refused(
+    tmp_path: Path, env: dict[str, str], message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config(write(tmp_path, MINIMAL), environ=env)
+
+
+def test_config_show_names_where_every_value_came_from(tmp_path: Path) -> None:
+    secret = tmp_path / "password"
+    secret.write_text("s3cret")
+    path = write(tmp_path, MINIMAL + "[gossip]\nfanout = 2\n")
+    env = {"GOSSIPREC_GOSSIP_PERIOD": "0.5", "GOSSIPREC_BROKER_PASSWORD_FILE": str(secret)}
+    values = {v.key: v for v in explain_config(path, environ=env)}
+    assert len(values) == sum(
+        len(section) for section in NodeConfig.defaults(tmp_path, 2).as_dict().values()
+    )
+    assert (values["gossip.fanout"].value, values["gossip.fanout"].source) == (2, str(path))
+    assert values["gossip.period"].source == "environment variable GOSSIPREC_GOSSIP_PERIOD"
+    assert (values["broker.password"].value, values["broker.password"].source) == (
+        "***",
+        "GOSSIPREC_BROKER_PASSWORD_FILE",
+    )
+    assert (values["model.dim"].value, values["model.dim"].source) == (32, "default")
+    assert all(value.help for value in values.values())

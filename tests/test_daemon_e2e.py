@@ -106,7 +106,7 @@ def test_three_daemons_gossip_learn_recommend_and_survive_kill_9(
     # SIGTERM: clean stop (exit 0), final checkpoint, peers see it leave at once.
     assert cluster[2].signal(signal.SIGTERM) == 0, cluster[2].output()
     assert "stopped cleanly" in cluster[2].output()
-    assert wait_for(lambda: alive_peers(cluster[0].ask("status")) == 1, 5)
+    assert wait_for(lambda: alive_peers(cluster[0].ask("status")) == 1, 20)
 
 
 def test_a_bad_config_value_stops_start_up_naming_the_key(tmp_path: Path) -> None:
