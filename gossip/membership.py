@@ -69,6 +69,14 @@ class Membership:
             del self.peers[self._rng.choice(list(self.peers))]
         self.peers[peer] = Peer(peer, now, now, PeerState.ALIVE, model_version)
 
+    def messaged(self, peer: bytes, now: float, model_version: int = 0) -> None:
+        """A model message from `peer`: it was alive when it sent it. That refreshes a peer that
+        is alive or suspect, but never revives a dead one: a message sent before its last will
+        may arrive after it. Only a new beacon brings a dead peer back."""
+        known = self.peers.get(peer)
+        if known is None or known.state is not PeerState.DEAD:
+            self.heard(peer, now, model_version)
+
     def left(self, peer: bytes) -> None:
         """An empty presence (last will or clean leave): dead now, not after the timeout."""
         if (known := self.peers.get(peer)) is not None:

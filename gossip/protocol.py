@@ -189,7 +189,7 @@ class GossipProtocol:
         if set(update.params) != set(self.params):
             self._stats.ignored += 1
             return []
-        self._membership.heard(peer, now, update.version)
+        self._membership.messaged(peer, now, update.version)
         replies = []
         if update.kind is Kind.PUSH_SUM:
             self._weight = push_sum_merge(self.params, self._weight, update.params, update.weight)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from gossiprec.gossip.averaging import mean_of, relative_error
 from gossiprec.gossip.codec import Codec
-from gossiprec.gossip.membership import MembershipConfig
+from gossiprec.gossip.membership import MembershipConfig, PeerState
 from gossiprec.gossip.messages import Arrays, Kind, ModelUpdate
 from gossiprec.gossip.protocol import ESTABLISHED, MAX_VERSION_LEAD, GossipConfig, GossipProtocol
 from gossiprec.gossip.virtual import VirtualNetwork
@@ -142,3 +142,13 @@ def test_nodes_that_are_both_established_or_both_fresh_average() -> None:
         a.receive(b.node_id, reply.update, now)
         np.testing.assert_allclose(a.params["v"], before, atol=1e-6)
         np.testing.assert_allclose(b.params["v"], before, atol=1e-6)
+
+
+def test_a_model_message_refreshes_a_live_peer_but_never_revives_a_dead_one() -> None:
+    _, (a, b), _ = cluster(2, "pairwise")
+    update = ModelUpdate(Kind.MERGE_REQUEST, {k: v.copy() for k, v in b.params.items()})
+    a.peer_left(b.node_id)  # its last will arrived first
+    a.receive(b.node_id, update, 5.0)  # then a request it had sent before dying
+    assert a.status().state_of(b.node_id) is PeerState.DEAD
+    a.peer_heard(b.node_id, 6.0)  # a new beacon: back
+    assert a.status().state_of(b.node_id) is PeerState.ALIVE
