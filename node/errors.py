@@ -19,6 +19,10 @@ class CheckpointError(NodeError):
     """A checkpoint file is unreadable; the message says what to do."""
 
 
+class StoreError(NodeError):
+    """The store could not write (a full disk, say); nothing of the failed write was kept."""
+
+
 class IngestError(NodeError):
     """Interactions were refused (an unusable row or id); nothing of the refused batch is kept."""
 

@@ -14,18 +14,20 @@ import logging
 import random
 import time
 from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
+
 from gossiprec.gossip.codec import Codec
 from gossiprec.gossip.driver import GossipNode, Identity
 from gossiprec.gossip.fairlock import FairLock
 from gossiprec.gossip.membership import MembershipConfig
 from gossiprec.gossip.protocol import ESTABLISHED, GossipConfig, GossipProtocol, ProtocolStatus
 from gossiprec.gossip.transport import Transport
-from gossiprec.node.checkpoint import load_checkpoint, save_checkpoint
+from gossiprec.node.checkpoint import load_latest, previous_path, save_checkpoint
 from gossiprec.node.config import GossipSettings, ModelSettings, NodeConfig
-from gossiprec.node.errors import CheckpointError, IngestError
+from gossiprec.node.errors import CheckpointError, IngestError, NodeError
 from gossiprec.node.recommender import BPRMF, BPRConfig
 from gossiprec.node.store import PeerRow, Store
 from gossiprec.node.types import IntArray
@@ -50,6 +52,17 @@ def model_config(settings: ModelSettings) -> BPRConfig:
                      optimizer=settings.optimizer)  # fmt: skip
 
 
+@dataclass
+class Checkpoints:
+    """What the periodic checkpoint did: `status` shows it, so a full disk is seen."""
+
+    written: int = 0
+    failed: int = 0
+    last_at: float | None = None
+    version: int | None = None  # the model version of the last good checkpoint
+    last_error: str | None = None  # why the latest attempt failed; None once one succeeds
+
+
 class Node:
     def __init__(self, config: NodeConfig, identity: Identity, transport: Transport, *,
                  clock: Callable[[], float] = time.time) -> None:  # fmt: skip
@@ -59,6 +72,7 @@ class Node:
         self.started_at = clock()
         self._clock = clock
         self._train_period = config.train.period
+        self.checkpoints = Checkpoints()
         self.store = Store(config.data_dir / "store.sqlite")
         self.model = BPRMF(config.model.n_items, model_config(config.model))
         meta = self._restore()
@@ -85,9 +99,9 @@ class Node:
         """Last checkpoint (if readable), then every stored interaction, including later ones."""
         meta: dict[str, Any] = {}
         path = self.config.data_dir / CHECKPOINT_FILE
-        if path.exists():
+        if path.exists() or previous_path(path).exists():
             try:
-                arrays, meta = load_checkpoint(path)
+                arrays, meta = load_latest(path)
                 self.model.restore(arrays)
             except (CheckpointError, KeyError, ValueError) as error:
                 log.warning("starting without the checkpoint: %s", error)
@@ -126,7 +140,8 @@ class Node:
         """One epoch over local interactions, if new data or a merged model arrived since the
         last round (an idle node does not burn its device's CPU). True when it trained."""
         version = self.gossip.version
-        if not self._new_data and version == self._trained_version:
+        if not self.model.n_interactions or (not self._new_data
+                                             and version == self._trained_version):  # fmt: skip
             return False
         # A model this far ahead of the one the users were last fit to (joining late, back from
         # a long absence) is a different model to them; an ordinary round sees a few dozen.
@@ -169,13 +184,26 @@ class Node:
             await asyncio.sleep(self.config.node.checkpoint_period)
             await asyncio.to_thread(self.checkpoint)
 
-    def checkpoint(self) -> None:
-        """Model and peer table to disk, atomically (write, fsync, rename)."""
+    def checkpoint(self) -> bool:
+        """Model and peer table to disk, atomically (write, verify, fsync, rename). A failed
+        write (a full disk) is logged and counted, never fatal: the last good checkpoint stays,
+        and the interactions are in the store. True when written."""
         with self.lock:
             state = {name: array.copy() for name, array in self.model.state().items()}
             meta = {"version": self.gossip.version, "training_steps": self.training_steps}
-        save_checkpoint(self.config.data_dir / CHECKPOINT_FILE, state, meta)
-        self.store.save_peers(self._peer_rows())
+        try:
+            save_checkpoint(self.config.data_dir / CHECKPOINT_FILE, state, meta)
+            self.store.save_peers(self._peer_rows())
+        except (OSError, NodeError) as error:
+            self.checkpoints.failed += 1
+            self.checkpoints.last_error = str(error)
+            log.error("checkpoint failed, the node keeps running on the last good one: %s", error)
+            return False
+        self.checkpoints.written += 1
+        self.checkpoints.last_error = None
+        self.checkpoints.last_at = self._clock()
+        self.checkpoints.version = meta["version"]
+        return True
 
     # -- interactions and recommendations ------------------------------------------------------
 
@@ -213,15 +241,19 @@ class Node:
     def status(self) -> dict[str, Any]:
         gossip, transport = self.gossip, self.gossip.transport
         protocol = gossip.status()
+        down_since = None if transport.connected else transport.stats.down_since
         return {
             "node_id": self.identity.node_id.hex(),
             "network": self.identity.network,
             "broker": {
                 "url": self.config.broker.url,
                 "connected": transport.connected,
+                "down_for": 0.0 if down_since is None else self._clock() - down_since,
+                "last_error": transport.stats.last_error,
                 "connects": transport.stats.connects,
                 "publish_failed": transport.stats.publish_failed,
             },
+            "revoked": gossip.revoked,
             "uptime": self._clock() - self.started_at,
             "model_version": protocol.version,
             "training_steps": self.training_steps,
@@ -233,6 +265,7 @@ class Node:
             "messages_in": transport.stats.received,
             "messages_out": transport.stats.published,
             "dropped_incoming": transport.stats.dropped_incoming,  # the bounded queue was full
+            "checkpoints": asdict(self.checkpoints),
             "updates_in": gossip.counters.updates_received,
             "updates_out": gossip.counters.updates_sent,
             "rejected": gossip.rejected(),

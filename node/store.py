@@ -7,12 +7,16 @@ bookkeeping and use the cheaper NORMAL sync per write.
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from gossiprec.node.errors import StoreError
 from gossiprec.node.types import IntArray
 
 SCHEMA = """
@@ -61,18 +65,33 @@ class Store:
         with self._lock:
             self._db.execute("PRAGMA synchronous=FULL")
             before = self._db.total_changes
-            self._db.execute("BEGIN IMMEDIATE")
             try:
-                self._db.executemany(
-                    "INSERT OR IGNORE INTO interactions (user, item, time) VALUES (?, ?, ?)", rows
-                )
-                self._db.execute("COMMIT")  # durable here: only now may the caller acknowledge
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+                with self._transaction("BEGIN IMMEDIATE", "interactions"):
+                    self._db.executemany(
+                        "INSERT OR IGNORE INTO interactions (user, item, time) VALUES (?, ?, ?)",
+                        rows,
+                    )
+                # COMMITted: durable here, only now may the caller acknowledge
             finally:
                 self._db.execute("PRAGMA synchronous=NORMAL")
             return self._db.total_changes - before
+
+    @contextlib.contextmanager
+    def _transaction(self, begin: str, what: str) -> Iterator[None]:
+        """BEGIN ... COMMIT, or ROLLBACK and a StoreError that keeps SQLite's reason (a failed
+        COMMIT may have ended the transaction already: then there is nothing to roll back)."""
+        try:
+            self._db.execute(begin)
+            yield
+            self._db.execute("COMMIT")
+        except sqlite3.Error as error:
+            if self._db.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    self._db.execute("ROLLBACK")
+            raise StoreError(
+                f"could not store {what} ({error}); nothing of this write was kept. Fix: free "
+                "disk space on the node's data folder, then retry (repeats are no-ops)."
+            ) from error
 
     def interactions(self) -> tuple[IntArray, IntArray, IntArray]:
         with self._lock:
@@ -87,8 +106,7 @@ class Store:
     # -- peers and counters ----------------------------------------------------------------------
 
     def save_peers(self, peers: list[PeerRow]) -> None:
-        with self._lock:
-            self._db.execute("BEGIN")
+        with self._lock, self._transaction("BEGIN", "the peer table"):
             self._db.executemany(
                 "INSERT OR REPLACE INTO peers VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 [
@@ -105,7 +123,6 @@ class Store:
                     for p in peers
                 ],
             )
-            self._db.execute("COMMIT")
 
     def peers(self) -> list[PeerRow]:
         with self._lock:
@@ -113,14 +130,12 @@ class Store:
         return [PeerRow(bytes(r[0]), *r[1:]) for r in rows]
 
     def add_counters(self, deltas: dict[str, int]) -> None:
-        with self._lock:
-            self._db.execute("BEGIN")
+        with self._lock, self._transaction("BEGIN", "counters"):
             self._db.executemany(
                 "INSERT INTO counters (name, value) VALUES (?, ?) "
                 "ON CONFLICT(name) DO UPDATE SET value = value + excluded.value",
                 list(deltas.items()),
             )
-            self._db.execute("COMMIT")
 
     def counters(self) -> dict[str, int]:
         with self._lock:
