@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -62,6 +63,19 @@ def register(commands: Commands) -> None:
     who.add_argument("--node-id", help="revoke every certificate of this node id (hex)")
     revoke.add_argument("--json", action="store_true")
     revoke.set_defaults(handler=ca_revoke)
+    publish = ca_sub.add_parser(
+        "publish",
+        help="send the revocation list to the network (retained, QoS 1)",
+        description="Publishes DIR/crl.bin on the network's crl topic, retained, so every node "
+        "adopts it now and every node that connects later gets it. Nodes keep the newest list "
+        "they adopted on disk; a revoked node stops gossiping. Run after every `ca revoke`.",
+    )
+    publish.add_argument("--dir", type=Path, required=True, help="authority folder")
+    publish.add_argument("--broker", required=True, help="mqtt://HOST:PORT")
+    publish.add_argument("--username", help="the authority's broker login, if the broker asks")
+    publish.add_argument("--password-file", type=Path, help="a file holding that login's password")
+    publish.add_argument("--json", action="store_true")
+    publish.set_defaults(handler=ca_publish)
     keys.set_defaults(handler=help_handler(keys))
     ca.set_defaults(handler=help_handler(ca))
 
@@ -139,5 +153,25 @@ def ca_revoke(args: argparse.Namespace) -> int:
         args,
         {"version": crl.version, "revoked": sorted(crl.revoked)},
         f"revocation list version {crl.version}: {len(crl.revoked)} revoked "
-        f"(newly {sorted(serials)}); publish {args.dir / 'crl.bin'} to the network",
+        f"(newly {sorted(serials)}). Next: gossiprec ca publish --dir {args.dir} "
+        "--broker mqtt://HOST:PORT",
+    )
+
+
+def ca_publish(args: argparse.Namespace) -> int:
+    from gossiprec.node.revocation import publish_crl  # aiomqtt: only this command needs it
+
+    crl = Authority.load(args.dir).revocation_list()
+    password = None
+    if args.password_file is not None:
+        try:
+            password = args.password_file.read_text().strip()
+        except OSError as error:
+            raise IdentityError(f"cannot read --password-file: {error.strerror}") from error
+    topic = asyncio.run(publish_crl(crl, args.broker, args.username, password))
+    return _report(
+        args,
+        {"version": crl.version, "revoked": sorted(crl.revoked), "topic": topic},
+        f"published revocation list version {crl.version} ({len(crl.revoked)} revoked) "
+        f"retained on {topic}",
     )

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from cryptography.exceptions import InvalidSignature, InvalidTag
 from cryptography.hazmat.primitives.asymmetric import ed25519, x25519
 from cryptography.hazmat.primitives.hpke import AEAD, KDF, KEM, Suite
+
 from gossiprec.crypto.certificate import Certificate
 from gossiprec.crypto.errors import CertificateError, EnvelopeError, Rejection
 from gossiprec.crypto.keys import KEY_ID_BYTES, NODE_ID_BYTES, NodeKeys
@@ -167,8 +168,8 @@ class Opener:
             raise Rejection("unknown_sender")
         try:
             self._trust.check(cert, now)
-        except CertificateError:
-            raise Rejection("bad_certificate") from None
+        except CertificateError as error:  # revoked, expired, or another network's
+            raise Rejection(f"certificate_{error.reason}") from None
         if not self._replay.is_fresh(header.sender, header.seq):
             raise Rejection("replay")
         info = _info(self._trust.network, header_bytes)

@@ -23,7 +23,13 @@ class Rejection(Exception):
 
 
 class CertificateError(CryptoError):
-    """A certificate or revocation list is invalid, expired, revoked or from another network."""
+    """A certificate or revocation list is invalid, expired, revoked or from another network.
+
+    `reason` is a short counter key, so an operator tells a revoked peer from a stranger."""
+
+    def __init__(self, message: str, reason: str = "invalid") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class KeyFileError(CryptoError):

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import ed25519
+
 from gossiprec.crypto.certificate import Certificate
 from gossiprec.crypto.errors import CertificateError, EnvelopeError, Rejection
 from gossiprec.crypto.keys import NodeKeys
@@ -77,8 +78,8 @@ class StatementVerifier:
             raise Rejection("stale")
         try:
             self._trust.check(cert, now)
-        except CertificateError:
-            raise Rejection("bad_certificate") from None
+        except CertificateError as error:  # revoked, expired, or another network's
+            raise Rejection(f"certificate_{error.reason}") from None
         try:
             public = ed25519.Ed25519PublicKey.from_public_bytes(cert.signing_public)
             public.verify(signature, _signed(self._trust.network, cert_bytes, body, time_ms))

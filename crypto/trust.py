@@ -8,6 +8,7 @@ import threading
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
+
 from gossiprec.crypto.certificate import Certificate, RevocationList
 from gossiprec.crypto.errors import CertificateError
 from gossiprec.crypto.files import write_atomic
@@ -36,16 +37,19 @@ class TrustStore:
     def check(self, cert: Certificate, now: float) -> None:
         """Raise CertificateError unless cert is this network's, signed, current and unrevoked."""
         if cert.network != self.network:
-            raise CertificateError(f"certificate is for network {cert.network!r}")
+            raise CertificateError(f"certificate is for network {cert.network!r}", "foreign")
         digest = hashlib.sha256(cert.encode()).digest()
         if digest not in self._verified:
-            cert.verify(self._ca_key)
+            try:
+                cert.verify(self._ca_key)
+            except CertificateError as error:  # another CA's, or forged
+                raise CertificateError(str(error), "foreign") from None
             with self._lock:
                 self._verified.add(digest)
         if not cert.not_before <= now <= cert.not_after:
-            raise CertificateError("certificate is outside its validity window")
+            raise CertificateError("certificate is outside its validity window", "expired")
         if cert.serial in self._crl.revoked:
-            raise CertificateError(f"certificate serial {cert.serial} is revoked")
+            raise CertificateError(f"certificate serial {cert.serial} is revoked", "revoked")
 
     def update_crl(self, crl: RevocationList) -> bool:
         """Adopt a newer, validly signed list; returns False for one that is not newer."""

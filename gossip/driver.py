@@ -17,10 +17,11 @@ from pathlib import Path
 from gossiprec.crypto.certificate import Certificate, RevocationList
 from gossiprec.crypto.envelope import DEFAULT_MAX_BYTES, Opener, Sealer
 from gossiprec.crypto.errors import CertificateError, EnvelopeError
+from gossiprec.crypto.files import write_atomic
 from gossiprec.crypto.keys import NodeKeys
 from gossiprec.crypto.replay import ReplayGuard, SequenceCounter
 from gossiprec.crypto.statement import StatementVerifier, sign_statement
-from gossiprec.crypto.trust import TrustStore
+from gossiprec.crypto.trust import CRL_FILE, TrustStore
 from gossiprec.crypto.wire import pack, unpack
 from gossiprec.gossip import topics
 from gossiprec.gossip.codec import CodecStats, decode, encode
@@ -125,6 +126,11 @@ class GossipNode:
         self._max_bytes = max_message_bytes
         self._expected = {name: array.shape for name, array in protocol.params.items()}
         state_dir.mkdir(parents=True, exist_ok=True)
+        # The newest revocation list this node adopted, kept across restarts: a broker that
+        # lost its retained copy must not let a revoked node back in.
+        self._crl_file = state_dir / CRL_FILE
+        self._load_crl()
+        self.revoked = self._own_certificate_revoked()
         self._sealer = Sealer(identity.keys, identity.network, SequenceCounter(state_dir / "seq"))
         self._opener = Opener(identity.keys, identity.trust, self.directory.get,
                               ReplayGuard(state_dir / "replay.sqlite"),
@@ -184,6 +190,8 @@ class GossipNode:
             await asyncio.sleep(self.heartbeat if announced else min(self.heartbeat, 0.5))
 
     async def announce(self) -> bool:
+        if self.revoked:
+            return False
         body = pack({"v": self._protocol.version, "s": self._status()})
         beacon = sign_statement(self.identity.keys, self.identity.certificate, body, self._clock())
         if await self.transport.publish(self._presence_topic, beacon, retain=True):
@@ -212,6 +220,8 @@ class GossipNode:
                 self._protocol.peer_heard(peer, heard_at, version)
 
     async def _send_all(self, sends: list[Send]) -> None:
+        if self.revoked:  # a revoked node keeps its model to itself
+            return
         for send in sends:
             certificate = self.directory.get(send.peer)
             if certificate is None:
@@ -334,11 +344,33 @@ class GossipNode:
             return
         if not adopted:
             return
+        try:
+            write_atomic(self._crl_file, payload)
+        except OSError as error:
+            log.error("could not keep revocation list version %d on disk: %s",
+                      self.identity.trust.crl.version, error)  # fmt: skip
         revoked = self.identity.trust.crl.revoked
         for node_id, certificate in list(self.directory.items()):
             if certificate.serial in revoked:
                 del self.directory[node_id]
                 self._membership_news.append((node_id, None, 0))
+        if not self.revoked and self._own_certificate_revoked():
+            self.revoked = True
+            log.error("this node's certificate (serial %d) is revoked by revocation list "
+                      "version %d: it stops gossiping. Fix: ask the network's authority.",
+                      self.identity.certificate.serial,
+                      self.identity.trust.crl.version)  # fmt: skip
+
+    def _load_crl(self) -> None:
+        if not self._crl_file.exists():
+            return
+        try:
+            self.identity.trust.update_crl(RevocationList.decode(self._crl_file.read_bytes()))
+        except (OSError, CertificateError) as error:
+            log.warning("ignoring the stored revocation list %s: %s", self._crl_file, error)
+
+    def _own_certificate_revoked(self) -> bool:
+        return self.identity.certificate.serial in self.identity.trust.crl.revoked
 
     def rejected(self) -> dict[str, int]:
         """Every dropped message by "where:reason"."""

@@ -18,7 +18,6 @@ from gossiprec.gossip.membership import MembershipConfig, PeerState
 from gossiprec.gossip.memory import InMemoryBroker
 from gossiprec.gossip.messages import Kind, ModelUpdate
 from gossiprec.gossip.transport import LastWill, Transport
-
 from tests.gossipnet import admit, make_nodes, running
 
 
@@ -85,7 +84,7 @@ async def test_messages_from_a_non_admitted_key_are_dropped_and_counted(tmp_path
                 timeout=5,
             )
         rejected = target.rejected()
-        assert rejected["beacon:bad_certificate"] >= 1
+        assert rejected["beacon:certificate_foreign"] >= 1
         assert rejected["envelope:malformed"] == 1
         assert mallory.node_id not in target.directory
         assert float(abs(target.protocol.params["v"]).max()) < 100  # the poison never merged
