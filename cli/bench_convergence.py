@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 
 import numpy as np
+
 from gossiprec.gossip.averaging import mean_of, relative_error
 from gossiprec.gossip.membership import MembershipConfig
 from gossiprec.gossip.protocol import GossipConfig, GossipProtocol

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+
 from gossiprec.crypto.authority import Authority
 from gossiprec.crypto.envelope import Opener, Sealer
 from gossiprec.crypto.keys import NodeKeys

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import aiomqtt
 import numpy as np
+
 from gossiprec.crypto.authority import Authority
 from gossiprec.crypto.envelope import Sealer
 from gossiprec.crypto.keys import NodeKeys

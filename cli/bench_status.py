@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from gossiprec.crypto.authority import Authority
 from gossiprec.node.control import request
 from gossiprec.node.errors import ControlError

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,13 +13,32 @@ from typing import Any
 
 from gossiprec.cli.errors import UsageError
 from gossiprec.cli.output import Commands, emit_json, print_table
-from gossiprec.node.config import load_config
+from gossiprec.node.config import env_name, load_config
 from gossiprec.node.control import request
+from gossiprec.node.errors import NodeError
+from gossiprec.node.health import DEFAULT_GRACE, problems
 from gossiprec.node.interactions_csv import INGEST_BATCH, read_csv
+
+EXIT_UNHEALTHY = 3
+# Keys that tell a client where the node is when no node.toml is given.
+LOCATING_KEYS = ("node.data_dir", "control.socket")
 
 
 def register(commands: Commands) -> None:
     status = _client(commands, "status", "this node and its peers (state, traffic, staleness)")
+    status.add_argument(
+        "--healthcheck",
+        action="store_true",
+        help="print nothing when healthy; exit 3 naming the problem when the broker link has "
+        "been down longer than --grace, the node is revoked or its checkpoints fail "
+        "(exit 1: the node does not answer)",
+    )
+    status.add_argument(
+        "--grace",
+        type=float,
+        default=DEFAULT_GRACE,
+        help="seconds the broker link may be down before it counts",
+    )
     status.set_defaults(handler=run_status)
     peers = _client(commands, "peers", "the network as this node sees it through presence")
     peers.set_defaults(handler=run_peers)
@@ -54,17 +75,26 @@ def _ask(args: argparse.Namespace, command: str, **arguments: Any) -> dict[str, 
     socket = args.socket
     if socket is None:
         config = args.config or (Path("node.toml") if Path("node.toml").exists() else None)
+        if config is None and not any(os.environ.get(env_name(key)) for key in LOCATING_KEYS):
+            raise UsageError("which node? Fix: pass --config node.toml or --socket PATH")
         socket = load_config(config).control_socket
     return asyncio.run(request(socket, command, args.timeout, **arguments))
 
 
 def run_status(args: argparse.Namespace) -> int:
     status = _ask(args, "status")
+    if args.healthcheck:
+        found = problems(status, args.grace)
+        for problem in found:
+            print(f"unhealthy: {problem}", file=sys.stderr)
+        return EXIT_UNHEALTHY if found else 0
     if args.json:
         emit_json(status)
         return 0
     broker = status["broker"]
-    link = "connected" if broker["connected"] else "DISCONNECTED"
+    reason = broker["last_error"] or "no reason given"
+    down = f"DISCONNECTED for {duration(broker['down_for'])} ({reason})"
+    link = "connected" if broker["connected"] else down
     loss = "-" if status["loss"] is None else f"{status['loss']:.4f}"
     rejected = ", ".join(f"{k} {v}" for k, v in sorted(status["rejected"].items())) or "none"
     print_table(["node", status["node_id"]], [
@@ -122,10 +152,18 @@ def run_ingest(args: argparse.Namespace) -> int:
         raise UsageError("give --user and --item, or --csv FILE")
     received = added = 0
     reply: dict[str, Any] = {}
-    for rows in batches:
-        reply = _ask(args, "ingest", rows=rows)
-        received += reply["received"]
-        added += reply["added"]
+    try:
+        for rows in batches:
+            reply = _ask(args, "ingest", rows=rows)
+            received += reply["received"]
+            added += reply["added"]
+    except (NodeError, UsageError) as error:
+        # Every batch before this one is stored and acknowledged; stored rows are skipped on a
+        # second run, so the same command can simply be run again.
+        raise type(error)(
+            f"{error}\n{received} rows were stored before this (acknowledged, {added} new); "
+            "running the same command again is safe: stored rows are skipped."
+        ) from error
     result = {"received": received, "added": added, "interactions": reply.get("interactions")}
     if args.json:
         emit_json(result)

@@ -56,12 +56,14 @@ def node_init(args: argparse.Namespace) -> int:
     authority = Authority.load(args.ca) if args.ca is not None else None
     keys, issued = init_node(folder, args.broker, args.n_items, authority, args.days)
     config_path = folder / CONFIG_FILE
+    certified = (folder / CERT_FILE).exists()
     result = {"node_id": keys.node_id.hex(), "config": str(config_path),
-              "certificate": str(folder / CERT_FILE) if issued else None}  # fmt: skip
+              "certificate": str(folder / CERT_FILE) if certified else None,
+              "issued_now": issued is not None}  # fmt: skip
     if args.json:
         emit_json(result)
     else:
         print(f"node {keys.node_id.hex()} initialised in {folder}; config {config_path}")
-        if issued is None:
+        if not certified:
             print(f"next: gossiprec ca issue --dir CA_DIR --node-dir {folder}")
     return 0

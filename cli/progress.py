@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 
-from gossiprec.sim.progress import Task, Tracker, quiet
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -15,6 +14,8 @@ from rich.progress import (
     TextColumn,
     TimeElapsedColumn,
 )
+
+from gossiprec.sim.progress import Task, Tracker, quiet
 
 
 class _Bar:

@@ -129,6 +129,7 @@ def node_template(args: argparse.Namespace, n_items: int) -> NodeConfig:
 
 def run_sim(args: argparse.Namespace) -> int:
     import numpy as np
+
     from gossiprec.cli.progress import bars
     from gossiprec.sim.baselines import centralized, local_only, popularity
     from gossiprec.sim.broker import any_broker

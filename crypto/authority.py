@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
+
 from gossiprec.crypto.certificate import Certificate, RevocationList
 from gossiprec.crypto.errors import CertificateError, KeyFileError
 from gossiprec.crypto.files import write_atomic

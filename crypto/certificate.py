@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import ed25519
+
 from gossiprec.crypto.errors import CertificateError
 from gossiprec.crypto.keys import NODE_ID_BYTES, key_id_of, node_id_of
 from gossiprec.crypto.wire import pack, unpack

@@ -15,6 +15,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, x25519
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
+
 from gossiprec.crypto.errors import KeyFileError
 from gossiprec.crypto.files import read_private, write_atomic
 

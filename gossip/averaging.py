@@ -13,6 +13,7 @@ changed meanwhile; a lost request costs nothing, a lost reply only what that exc
 from __future__ import annotations
 
 import numpy as np
+
 from gossiprec.gossip.messages import Arrays, Rows
 
 

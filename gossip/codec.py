@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
 from gossiprec.crypto.wire import pack, unpack
 from gossiprec.gossip.errors import DecodeError
 from gossiprec.gossip.messages import FloatArray, Kind, ModelUpdate, RowIndex

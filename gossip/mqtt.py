@@ -12,12 +12,14 @@ import contextlib
 import logging
 import random
 import socket
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Self
 
 import aiomqtt
+
 from gossiprec.gossip.transport import Incoming, LastWill, TransportStats, drain, offer
 
 log = logging.getLogger(__name__)
@@ -52,15 +54,28 @@ def _reraise_swallowed_cancel() -> None:
         raise asyncio.CancelledError
 
 
+# CONNACK codes of a refused login: MQTT 3.1.1 (4, 5) and MQTT 5 (134, 135).
+REFUSED_LOGIN = {4, 5, 134, 135}
+
+
+def refused(error: aiomqtt.MqttError) -> bool:
+    """Did the broker refuse the login (bad credentials, not authorized)?"""
+    rc = getattr(error, "rc", None)
+    value = getattr(rc, "value", rc)
+    return isinstance(value, int) and value in REFUSED_LOGIN
+
+
 class MqttTransport:
     def __init__(self, config: MqttConfig, client_id: str, subscriptions: list[str],
-                 will: LastWill | None = None, *, seed: int = 0) -> None:  # fmt: skip
+                 will: LastWill | None = None, *, seed: int | None = None) -> None:  # fmt: skip
         self.config = config
         self.client_id = client_id
         self.subscriptions = list(subscriptions)
         self.will = will
-        self.stats = TransportStats()
-        self._rng = random.Random(seed)
+        self.stats = TransportStats(down_since=time.time())
+        # Backoff jitter from the OS unless a simulation asks for repeatable runs: nodes that
+        # share a seed would retry in lockstep against a recovering broker.
+        self._rng = random.SystemRandom() if seed is None else random.Random(seed)
         self._queue: asyncio.Queue[Incoming] = asyncio.Queue(maxsize=config.queue_size)
         self._connected = asyncio.Event()
         self._client: aiomqtt.Client | None = None  # set while connected
@@ -129,17 +144,27 @@ class MqttTransport:
                     self._client = client
                     self._connected.set()
                     self.stats.connects += 1
+                    self.stats.down_since = None
                     delay = self.config.backoff_initial
                     log.info("%s connected to %s:%d", self.client_id, self.config.host,
                              self.config.port)  # fmt: skip
                     async for message in client.messages:
                         self._accept(message)
             except aiomqtt.MqttError as error:
-                log.info("%s lost the broker (%s); retrying in %.2fs", self.client_id, error,
-                         delay)  # fmt: skip
+                self.stats.last_error = str(error)
+                if refused(error):  # retrying will not help until someone fixes the login
+                    log.error("%s: the broker at %s:%d refused the login (%s). Fix: check "
+                              "broker.username and broker.password; retrying in %.2fs",
+                              self.client_id, self.config.host, self.config.port, error,
+                              delay)  # fmt: skip
+                else:
+                    log.warning("%s lost the broker (%s); retrying in %.2fs", self.client_id,
+                                error, delay)  # fmt: skip
             finally:
                 self._connected.clear()
                 self._client = None
+                if self.stats.down_since is None:
+                    self.stats.down_since = time.time()
             await asyncio.sleep(delay * self._rng.uniform(0.5, 1.5))
             delay = min(self.config.backoff_max, delay * 2)
 

@@ -32,6 +32,8 @@ class TransportStats:
     bytes_in: int = 0
     dropped_incoming: int = 0  # the bounded incoming queue was full
     connects: int = 0
+    down_since: float | None = None  # time.time() the link went down (or was made); None: up
+    last_error: str = ""  # why the link last went down or failed to come up
 
 
 class Transport(Protocol):

@@ -24,13 +24,18 @@ log = logging.getLogger(__name__)
 Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 MAX_REQUEST_BYTES = 1_048_576
 READ_TIMEOUT = 10.0
+DRAIN_TIMEOUT = 10.0  # how long shutting down waits for requests under way
 
 
 class ControlServer:
+    """Serves `handlers` on a Unix socket. On exit it stops accepting, then lets requests under
+    way finish (up to DRAIN_TIMEOUT): an ingest that was stored gets its acknowledgement."""
+
     def __init__(self, path: Path, handlers: dict[str, Handler]) -> None:
         self.path = path
         self.handlers = handlers
         self._server: asyncio.Server | None = None
+        self._in_flight: set[asyncio.Task[dict[str, Any]]] = set()
 
     async def __aenter__(self) -> Self:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -48,6 +53,8 @@ class ControlServer:
                         trace: TracebackType | None) -> None:  # fmt: skip
         if self._server is not None:
             self._server.close()
+            if self._in_flight:
+                await asyncio.wait(set(self._in_flight), timeout=DRAIN_TIMEOUT)
             await self._server.wait_closed()
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
@@ -62,7 +69,11 @@ class ControlServer:
                     return
                 if not line:
                     return
-                await self._reply(writer, await self._dispatch(line))
+                # Its own task, shielded: shutting down waits for it instead of cutting it off.
+                task = asyncio.ensure_future(self._dispatch(line))
+                self._in_flight.add(task)
+                task.add_done_callback(self._in_flight.discard)
+                await self._reply(writer, await asyncio.shield(task))
         except (ConnectionError, asyncio.IncompleteReadError):
             return
         finally:

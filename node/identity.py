@@ -12,6 +12,7 @@ from pathlib import Path
 
 from gossiprec.crypto.authority import Authority
 from gossiprec.crypto.certificate import Certificate
+from gossiprec.crypto.errors import CertificateError
 from gossiprec.crypto.files import write_atomic
 from gossiprec.crypto.keys import PUBLIC_FILE, SIGNING_FILE, NodeKeys
 from gossiprec.crypto.trust import TrustStore
@@ -25,16 +26,32 @@ CONFIG_FILE = "node.toml"
 
 def init_node(folder: Path, broker: str, n_items: int, authority: Authority | None = None,
               days: float = 365.0) -> tuple[NodeKeys, Certificate | None]:  # fmt: skip
-    """A new node folder: keys (mode 0600), node.toml and, with `authority`, a certificate."""
-    if (folder / SIGNING_FILE).exists():
-        raise IdentityError(f"{folder} already holds a node. Fix: choose another --dir.")
-    keys = NodeKeys.generate()
-    keys.save(folder)
+    """A node folder ready to run: node.toml, keys (mode 0600) and, with `authority`, a
+    certificate. Keys already there (`gossiprec keys init`) are kept, and so is a certificate
+    that matches them."""
     config_path = folder / CONFIG_FILE
+    if config_path.exists():
+        raise IdentityError(f"{config_path} already exists. Fix: choose another --dir, or edit "
+                            "that node.toml.")  # fmt: skip
+    if (folder / SIGNING_FILE).exists():
+        keys = NodeKeys.load(folder)
+    else:
+        keys = NodeKeys.generate()
+        keys.save(folder)
     write_atomic(config_path, config_text(folder.resolve(), broker, n_items).encode())
     load_config(config_path, environ={})  # the file we wrote must load
-    issued = issue_certificate(authority, folder, days) if authority is not None else None
+    issued = None
+    if authority is not None and not _certified(folder, keys):
+        issued = issue_certificate(authority, folder, days)
     return keys, issued
+
+
+def _certified(folder: Path, keys: NodeKeys) -> bool:
+    try:
+        cert = Certificate.decode((folder / CERT_FILE).read_bytes())
+    except (OSError, CertificateError):
+        return False
+    return cert.node_id == keys.node_id and cert.encryption_public == keys.encryption_public
 
 
 def issue_certificate(authority: Authority, node_dir: Path, days: float) -> Certificate:

@@ -6,6 +6,7 @@ import time
 from typing import Any
 
 import numpy as np
+
 from gossiprec.node.control import Handler
 from gossiprec.node.errors import RequestError
 from gossiprec.node.node import Node

@@ -13,6 +13,7 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 import torch
+
 from gossiprec.gossip.messages import Arrays
 from gossiprec.node.config import OPTIMIZERS
 from gossiprec.node.types import IntArray

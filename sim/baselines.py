@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass, field, replace
 
 import numpy as np
+
 from gossiprec.node.recommender import BPRMF, BPRConfig
 from gossiprec.node.types import IntArray
 from gossiprec.sim.metrics import Metrics, Scorer, evaluate, user_hits, validation_hr10

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
+
 from gossiprec.node.types import IntArray
 
 Float64Array = npt.NDArray[np.float64]

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Protocol
 
 import numpy as np
+
 from gossiprec.crypto.certificate import Certificate, RevocationList
 from gossiprec.crypto.keys import NodeKeys
 from gossiprec.crypto.trust import TrustStore

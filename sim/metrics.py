@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import numpy.typing as npt
+
 from gossiprec.sim.split import LeaveOneOut
 
 # score(users [B], items [B, C]) -> scores [B, C]

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+
 from gossiprec.sim.dataset import Dataset
 from gossiprec.sim.errors import DatasetError
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+
 from gossiprec.node.config import GOSSIP_L2
 from gossiprec.node.recommender import BPRConfig
 from gossiprec.sim.baselines import train_and_valid_pairs

@@ -9,6 +9,7 @@ the non-IID case.
 from __future__ import annotations
 
 import numpy as np
+
 from gossiprec.node.types import IntArray
 from gossiprec.sim.errors import SimError
 from gossiprec.sim.split import LeaveOneOut

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from gossiprec.sim.baselines import BaselineResult
 from gossiprec.sim.config import SimConfig
 from gossiprec.sim.simulation import Point, SimRun

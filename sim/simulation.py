@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
 from gossiprec.crypto.authority import Authority
 from gossiprec.node.types import IntArray
 from gossiprec.sim.baselines import train_and_valid_pairs

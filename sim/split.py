@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 import numpy as np
+
 from gossiprec.node.types import IntArray
 from gossiprec.sim.dataset import Dataset
 

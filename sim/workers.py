@@ -15,6 +15,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 import torch
+
 from gossiprec.crypto.certificate import Certificate, RevocationList
 from gossiprec.sim.errors import WorkerError
 from gossiprec.sim.host import HostSpec, HostStats, NodeHost, Scores

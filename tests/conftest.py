@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+
 from gossiprec.sim.broker import Mosquitto
 from gossiprec.sim.dataset import Dataset
 from gossiprec.sim.errors import DatasetError

@@ -67,6 +67,9 @@ class Daemon:
                 [*command, str(self.config)], stdout=log, stderr=subprocess.STDOUT, env=self.env
             )
 
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
     def signal(self, signum: signal.Signals) -> int:
         assert self.process is not None
         self.process.send_signal(signum)

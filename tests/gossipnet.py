@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
 from gossiprec.crypto.authority import Authority
 from gossiprec.crypto.keys import NodeKeys
 from gossiprec.gossip.averaging import mean_of, relative_error

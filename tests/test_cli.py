@@ -1,13 +1,19 @@
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
+
 from gossiprec.cli import config as cli_config
 from gossiprec.cli.main import main
+from gossiprec.node.control import ControlServer
+from gossiprec.node.errors import StoreError
+from gossiprec.node.interactions_csv import INGEST_BATCH
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -78,3 +84,41 @@ def test_config_show_prints_every_key_with_its_source(
     assert shown["train.epochs"]["value"] == 5
     assert main(["config", "show", "--config", str(path)]) == 0
     assert "train.epochs" in capsys.readouterr().out
+
+
+def test_status_without_a_config_asks_which_node(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("GOSSIPREC_NODE_DATA_DIR", raising=False)
+    monkeypatch.delenv("GOSSIPREC_CONTROL_SOCKET", raising=False)
+    assert main(["status"]) == 2
+    assert "pass --config node.toml or --socket PATH" in capsys.readouterr().err
+
+
+def test_an_interrupted_csv_ingest_says_what_was_stored_and_that_rerunning_is_safe(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    batches: list[int] = []
+
+    async def ingest(request: dict[str, Any]) -> dict[str, Any]:
+        if batches:  # the second batch: the node refuses (its disk is full, say)
+            raise StoreError("could not store interactions (database or disk is full)")
+        batches.append(len(request["rows"]))
+        return {"received": len(request["rows"]), "added": len(request["rows"]),
+                "interactions": len(request["rows"])}  # fmt: skip
+
+    csv = tmp_path / "clicks.csv"
+    csv.write_text("user,item\n" + "".join(f"{u},{u % 50}\n" for u in range(INGEST_BATCH + 10)))
+    socket = tmp_path / "s.sock"
+
+    async def run() -> int:
+        async with ControlServer(socket, {"ingest": ingest}):
+            return await asyncio.to_thread(main, ["ingest", "--socket", str(socket),
+                                                  "--csv", str(csv)])  # fmt: skip
+
+    assert asyncio.run(run()) == 2
+    err = capsys.readouterr().err
+    assert "database or disk is full" in err
+    assert f"{INGEST_BATCH} rows were stored before this" in err
+    assert "running the same command again is safe" in err

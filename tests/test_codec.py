@@ -2,13 +2,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
 from gossiprec.crypto.wire import pack
 from gossiprec.gossip.codec import Codec, CodecStats, decode, encode
 from gossiprec.gossip.errors import DecodeError
 from gossiprec.gossip.messages import Kind, ModelUpdate
-from hypothesis import given, settings
-from hypothesis import strategies as st
-from hypothesis.extra import numpy as hnp
 
 finite32 = st.floats(-1e4, 1e4, allow_nan=False, width=32)
 matrices = hnp.arrays(

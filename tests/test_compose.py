@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import yaml
 from compose_spec import PyCompose
+
 from gossiprec.cli.main import main
 from gossiprec.gossip import topics
 from gossiprec.node.checkpoint import load_checkpoint
@@ -19,7 +20,6 @@ from gossiprec.node.node import CHECKPOINT_FILE
 from gossiprec.sim.broker import Mosquitto
 from gossiprec.sim.compose import NETWORK
 from gossiprec.sim.dataset import Dataset
-
 from tests.daemonnet import Daemon, alive_peers, wait_for
 
 pytestmark = [pytest.mark.mosquitto, pytest.mark.slow]
@@ -42,7 +42,8 @@ def test_the_compose_file_passes_a_compose_spec_parser(project: Path) -> None:
     services = parsed.to_dict()["services"]
     assert sorted(services) == ["broker"] + [f"node{i:02d}" for i in range(NODES)]
     node = services["node00"]
-    assert node["healthcheck"]["test"][1:3] == ["gossiprec", "status"]
+    assert node["healthcheck"]["test"][1:4] == ["gossiprec", "status", "--healthcheck"]
+    assert not node["user"].startswith("0:"), "containers never run as root"
     assert any(str(v).endswith(":/identity:ro") or v.get("read_only") for v in node["volumes"])
     assert (project / "build" / "docker" / "Dockerfile").exists()
     dockerfile = (project / "build" / "docker" / "Dockerfile").read_text()

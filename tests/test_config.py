@@ -3,6 +3,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from gossiprec.node.config import GOSSIP_L2, NodeConfig, explain_config, load_config
 from gossiprec.node.errors import ConfigError
 

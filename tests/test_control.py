@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from gossiprec.node.control import ControlServer, request
 from gossiprec.node.errors import ControlError, NodeUnreachable, RequestError
 

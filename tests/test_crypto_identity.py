@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import os
 import signal
 import stat
@@ -9,11 +10,11 @@ import time
 from pathlib import Path
 
 import pytest
+
 from gossiprec.cli.main import main
 from gossiprec.crypto.errors import KeyFileError
 from gossiprec.crypto.keys import ENCRYPTION_FILE, SIGNING_FILE, NodeKeys, node_id_of
 from gossiprec.crypto.replay import SequenceCounter
-
 from tests.cryptonet import make_network
 
 
@@ -145,4 +146,24 @@ def test_node_init_with_a_ca_yields_a_loadable_admitted_node(
     identity.trust.check(identity.certificate, time.time())
     capsys.readouterr()
     assert main(["node", "init", "--dir", str(node)]) == 2
-    assert "already holds a node" in capsys.readouterr().err
+    assert "node.toml already exists" in capsys.readouterr().err
+
+
+def test_the_readmes_steps_in_order_keys_then_certificate_then_node_init(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from gossiprec.node.identity import load_identity
+
+    ca, node = tmp_path / "ca", tmp_path / "node1"
+    assert main(["ca", "init", "--dir", str(ca), "--network", "shops"]) == 0
+    capsys.readouterr()
+    assert main(["keys", "init", "--dir", str(node), "--json"]) == 0
+    node_id = json.loads(capsys.readouterr().out)["node_id"]
+    assert main(["ca", "issue", "--dir", str(ca), "--node-dir", str(node)]) == 0
+    capsys.readouterr()
+    serial = load_identity(node).certificate.serial
+    assert main(["node", "init", "--dir", str(node), "--ca", str(ca), "--json"]) == 0
+    made = json.loads(capsys.readouterr().out)
+    # The keys and the certificate it already had are kept, not replaced.
+    assert made["node_id"] == node_id and not made["issued_now"]
+    assert load_identity(node).certificate.serial == serial

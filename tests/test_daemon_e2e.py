@@ -8,11 +8,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from gossiprec.node.checkpoint import load_checkpoint
 from gossiprec.node.node import CHECKPOINT_FILE
 from gossiprec.sim.broker import Mosquitto
 from gossiprec.sim.dataset import Dataset
-
 from tests.daemonnet import Daemon, alive_peers, gossiprec, init_nodes, wait_for
 
 pytestmark = [pytest.mark.mosquitto, pytest.mark.slow]

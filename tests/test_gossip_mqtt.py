@@ -11,11 +11,11 @@ import time
 from pathlib import Path
 
 import pytest
+
 from gossiprec.crypto.authority import Authority
 from gossiprec.crypto.files import write_atomic
 from gossiprec.gossip.membership import MembershipConfig, PeerState
 from gossiprec.sim.broker import Mosquitto
-
 from tests.gossipnet import FAST, admit, make_nodes, mqtt_factory, running
 
 

@@ -6,6 +6,7 @@ import random
 
 import numpy as np
 import pytest
+
 from gossiprec.gossip.averaging import mean_of, relative_error
 from gossiprec.gossip.codec import Codec
 from gossiprec.gossip.membership import MembershipConfig, PeerState

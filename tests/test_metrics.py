@@ -4,6 +4,7 @@ import math
 
 import numpy as np
 import pytest
+
 from gossiprec.sim.dataset import Dataset
 from gossiprec.sim.metrics import evaluate, hit_rate, ndcg, pessimistic_rank, user_hits
 from gossiprec.sim.split import N_NEGATIVES, leave_one_out

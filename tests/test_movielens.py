@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from gossiprec.sim.dataset import Dataset
 from gossiprec.sim.errors import DatasetError
 from gossiprec.sim.movielens import (

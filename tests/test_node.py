@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+
 from gossiprec.crypto.authority import Authority
 from gossiprec.gossip.driver import Identity, last_will, subscriptions
 from gossiprec.gossip.fairlock import FairLock
@@ -29,7 +30,6 @@ from gossiprec.node.node import CHECKPOINT_FILE, Node
 from gossiprec.node.node_api import handlers, parse_rows
 from gossiprec.node.prometheus import MetricsServer, node_metrics
 from gossiprec.sim.broker import free_port
-
 from tests.gossipnet import admit
 
 N_ITEMS = 40
@@ -104,6 +104,8 @@ async def test_an_unreadable_checkpoint_is_set_aside_and_the_store_rebuilds_the_
 async def test_training_runs_only_when_there_is_something_new(tmp_path: Path) -> None:
     identity, broker = admit(Authority.create(tmp_path / "ca", "unit")), InMemoryBroker()
     async with started(tmp_path / "n", identity, broker) as node:
+        assert not await node.train_round()  # no interactions: nothing to learn, no loss
+        assert node.status()["loss"] is None
         await node.ingest(*interactions([1], 5))
         assert await node.train_round()
         assert not await node.train_round()  # nothing ingested, nothing merged

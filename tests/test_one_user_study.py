@@ -6,6 +6,7 @@ from dataclasses import replace
 
 import numpy as np
 import torch
+
 from gossiprec.sim.one_user_study import OneUserNodes, StudyConfig
 from gossiprec.sim.split import LeaveOneOut, restrict
 

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from gossiprec.node.recommender import BPRMF, BPRConfig
 from gossiprec.sim.baselines import centralized, popularity
 from gossiprec.sim.dataset import Dataset

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from gossiprec.cli.main import main
 from gossiprec.sim.baselines import local_only
 from gossiprec.sim.broker import BrokerAddress, EmbeddedBroker, Mosquitto

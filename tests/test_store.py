@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from gossiprec.node.checkpoint import load_checkpoint, save_checkpoint
 from gossiprec.node.errors import CheckpointError
 from gossiprec.node.store import PeerRow, Store
