@@ -126,10 +126,15 @@ def run_peers(args: argparse.Namespace) -> int:
     if args.json:
         emit_json(nodes)
         return 0
-    headers = ["node", "state", "beacon age", "model version", "uptime", "training steps", "codec"]
-    print_table(headers, [[n["node_id"][:12], n["state"], duration(n["last_seen"]),
-                           n["model_version"], duration(n.get("uptime", 0)), n.get("steps", "-"),
-                           n.get("codec", "-")] for n in nodes])  # fmt: skip
+    headers = ["node", "state", "beacon age", "model version", "uptime", "codec"]
+    rows = []
+    for n in nodes:
+        said = n["status"]  # what the node says about itself, signed but not vouched for
+        uptime = said.get("uptime")
+        rows.append([n["node_id"][:12], n["state"], duration(n["last_seen"]), n["model_version"],
+                     duration(uptime) if isinstance(uptime, int | float) else "-",
+                     str(said.get("codec", "-"))])  # fmt: skip
+    print_table(headers, rows)
     return 0
 
 

@@ -19,6 +19,11 @@ _CERT_CONTEXT = b"gossiprec/certificate/v1\x00"
 _CRL_CONTEXT = b"gossiprec/crl/v1\x00"
 
 
+def _whole(value: object) -> bool:
+    """A non-negative integer that fits the 64 bits every store and peer expects."""
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**63
+
+
 @dataclass(frozen=True)
 class Certificate:
     network: str
@@ -72,6 +77,10 @@ class Certificate:
             version, network, node_id, sig_pub, enc_pub, not_before, not_after, serial = fields
             if version != CERT_VERSION or not isinstance(signature, bytes):
                 raise ValueError("unsupported certificate version")
+            if not (isinstance(network, str) and all(isinstance(k, bytes) for k in (
+                    node_id, sig_pub, enc_pub)) and _whole(not_before) and _whole(not_after)
+                    and _whole(serial)):  # fmt: skip
+                raise ValueError("fields of the wrong type or out of range")
             return cls(network, node_id, sig_pub, enc_pub, not_before, not_after, serial, signature)
         except (ValueError, TypeError) as exc:
             raise CertificateError(f"malformed certificate: {exc}") from exc
@@ -123,9 +132,10 @@ class RevocationList:
             version, network, number, issued_at, revoked = unpack(body, max_size=MAX_CRL_BYTES)
             if version != CRL_VERSION or not isinstance(signature, bytes):
                 raise ValueError("unsupported revocation list version")
-            if not all(isinstance(s, int) for s in revoked):
-                raise ValueError("revoked serials must be integers")
-            return cls(network, int(number), int(issued_at), frozenset(revoked), signature)
+            if not (isinstance(network, str) and _whole(number) and _whole(issued_at)
+                    and isinstance(revoked, list) and all(_whole(s) for s in revoked)):  # fmt: skip
+                raise ValueError("fields of the wrong type or out of range")
+            return cls(network, number, issued_at, frozenset(revoked), signature)
         except (ValueError, TypeError) as exc:
             raise CertificateError(f"malformed revocation list: {exc}") from exc
 

@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives.hpke import AEAD, KDF, KEM, Suite
 from gossiprec.crypto.certificate import Certificate
 from gossiprec.crypto.errors import CertificateError, EnvelopeError, Rejection
 from gossiprec.crypto.keys import KEY_ID_BYTES, NODE_ID_BYTES, NodeKeys
-from gossiprec.crypto.replay import ReplayGuard, SequenceCounter
+from gossiprec.crypto.replay import MAX_SEQ, ReplayGuard, SequenceCounter
 from gossiprec.crypto.trust import TrustStore
 from gossiprec.crypto.wire import pack, pack_with_tail, unpack
 
@@ -73,7 +73,7 @@ class Header:
             and isinstance(recipient, bytes) and len(recipient) == NODE_ID_BYTES
             and isinstance(key_id, bytes) and len(key_id) == KEY_ID_BYTES
             and isinstance(kind, int) and 0 <= kind < 256
-            and isinstance(seq, int) and seq >= 0
+            and isinstance(seq, int) and 0 <= seq <= MAX_SEQ
             and isinstance(time_ms, int) and time_ms >= 0
         )  # fmt: skip
         if not valid:

@@ -1,7 +1,10 @@
 """Sequence numbers that are never reused, and a replay window that survives restarts.
 
 Sender side: numbers are handed out from blocks reserved on disk before use. After a crash the
-counter resumes at the end of the last reserved block, so a number is skipped, never reused.
+counter resumes at the end of the last reserved block, so a number is skipped, never reused. The
+counter also never starts below the time in microseconds: a node whose data folder was lost
+(a new disk, a reinstall) starts above every number it sent before, instead of below the ones
+its peers remember (and being refused as a replay until it passes them).
 
 Receiver side: per sender, the highest number seen and a bitmap of the WINDOW numbers below it,
 kept in SQLite and committed before a message is accepted.
@@ -11,26 +14,33 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from gossiprec.crypto.files import write_atomic
 
 WINDOW = 1_024
+# What SQLite stores; a header with more is refused before any state changes.
+MAX_SEQ = 2**63 - 1
+FULL = (1 << WINDOW) - 1
 
 
 class SequenceCounter:
     """Monotonic sequence numbers, reserved `block` at a time in a durable file."""
 
-    def __init__(self, path: Path, block: int = 1_024) -> None:
+    def __init__(self, path: Path, block: int = 1_024, *, now: float | None = None) -> None:
         if block < 1:
             raise ValueError(f"block must be >= 1, got {block}")
         self._path = path
         self._block = block
         self._lock = threading.Lock()
-        stored = path.read_text().strip() if path.exists() else "0"
-        self._next = int(stored)  # everything below the stored limit may have been used
-        self._limit = self._next
+        stored = int(path.read_text().strip()) if path.exists() else 0
+        # Everything below the stored limit may have been used; the clock floor covers a lost
+        # folder (a node sends far fewer than a million messages a second).
+        floor = int((time.time() if now is None else now) * 1_000_000)
+        self._next = max(stored, floor)
+        self._limit = stored
 
     def next(self) -> int:
         with self._lock:
@@ -67,6 +77,8 @@ class ReplayGuard:
         }
 
     def is_fresh(self, sender: bytes, seq: int) -> bool:
+        if not 0 <= seq <= MAX_SEQ:
+            return False
         window = self._windows.get(sender)
         if window is None or seq > window.top:
             return True
@@ -79,7 +91,10 @@ class ReplayGuard:
             if window is None:
                 window = self._windows[sender] = _Window(seq, 1)
             elif seq > window.top:
-                window.bits = ((window.bits << (seq - window.top)) | 1) & ((1 << WINDOW) - 1)
+                # A jump past the window forgets it all: no shift by (seq - top) bits, which a
+                # peer could make as large as it likes.
+                shift = seq - window.top
+                window.bits = 1 if shift >= WINDOW else ((window.bits << shift) | 1) & FULL
                 window.top = seq
             else:
                 window.bits |= 1 << (window.top - seq)

@@ -132,7 +132,20 @@ def decode(
     expected: dict[str, tuple[int, ...]] | None = None,
     stats: CodecStats | None = None,
 ) -> ModelUpdate:
-    """Parse and validate; `expected` pins each array's name and full shape."""
+    """Parse and validate; `expected` pins each array's name and full shape (all must be there).
+
+    Whatever the bytes, the only error is DecodeError: the checks below are meant to catch
+    everything, and anything they miss is still turned into one ("malformed")."""
+    try:
+        return _decode(data, max_bytes, expected, stats)
+    except DecodeError:
+        raise
+    except (ValueError, TypeError, KeyError, IndexError, OverflowError) as error:
+        raise DecodeError("malformed", type(error).__name__) from None
+
+
+def _decode(data: bytes, max_bytes: int, expected: dict[str, tuple[int, ...]] | None,
+            stats: CodecStats | None) -> ModelUpdate:  # fmt: skip
     if len(data) > max_bytes:
         raise DecodeError("oversized", f"{len(data)} > {max_bytes}")
     try:
@@ -141,10 +154,9 @@ def decode(
         raise DecodeError("malformed", str(exc)) from None
     if not isinstance(message, dict) or set(message) != {"k", "w", "v", "t", "c", "a", "m", "r"}:
         raise DecodeError("malformed", "not a model update")
-    try:
-        kind = Kind(message["k"])
-    except ValueError:
-        raise DecodeError("malformed", "unknown kind") from None
+    if not isinstance(message["k"], int) or message["k"] not in set(Kind):
+        raise DecodeError("malformed", "unknown kind")
+    kind = Kind(message["k"])
     weight, version, sent_at, codec = message["w"], message["v"], message["t"], message["c"]
     if not (isinstance(weight, float) and math.isfinite(weight) and weight >= 0):
         raise DecodeError("malformed", "weight")
@@ -155,7 +167,7 @@ def decode(
     if not (isinstance(alpha, float) and 0.0 <= alpha <= 1.0 and isinstance(reply_to, float)
             and math.isfinite(reply_to)):  # fmt: skip
         raise DecodeError("malformed", "alpha or reply_to")
-    if codec not in CODECS:
+    if not isinstance(codec, str) or codec not in CODECS:
         raise DecodeError("codec", str(codec)[:32])
     arrays = message["a"]
     if not isinstance(arrays, dict) or not 0 < len(arrays) <= MAX_ARRAYS:
@@ -174,6 +186,8 @@ def decode(
         params[name] = values
         if row_index is not None:
             rows[name] = row_index
+    if expected is not None and set(params) != set(expected):
+        raise DecodeError("shape", f"missing arrays {sorted(set(expected) - set(params))}")
     if stats is not None:
         stats.bytes_received[str(codec)] += len(data)
         stats.messages_received[str(codec)] += 1
@@ -184,10 +198,10 @@ def _array(encoded: Any, allowed: set[str], max_bytes: int) -> np.ndarray:
     if not isinstance(encoded, dict):
         raise DecodeError("malformed", "array is not a map")
     dtype, shape, data = encoded.get("dtype"), encoded.get("shape"), encoded.get("data")
-    if dtype not in allowed:
+    if not isinstance(dtype, str) or dtype not in allowed:
         raise DecodeError("dtype", str(dtype)[:16])
     if (not isinstance(shape, list) or not 1 <= len(shape) <= 4
-            or not all(isinstance(d, int) and 0 <= d <= max_bytes for d in shape)):  # fmt: skip
+            or not all(type(d) is int and 0 <= d <= max_bytes for d in shape)):  # fmt: skip
         raise DecodeError("shape", "bad shape")
     if not isinstance(data, bytes):
         raise DecodeError("malformed", "data is not bytes")
@@ -208,9 +222,8 @@ def _decode_array(encoded: Any, codec: str, max_bytes: int) -> tuple[FloatArray,
             raise DecodeError("shape", "one scale per row expected")
         if not np.all(np.isfinite(scales)) or np.any(scales < 0):
             raise DecodeError("nonfinite", "scales")
-        values = (array.reshape(len(array), -1).astype(np.float32) * scales[:, None]).reshape(
-            array.shape
-        )
+        rows = array.reshape(array.shape[0], math.prod(array.shape[1:]))
+        values = (rows.astype(np.float32) * scales[:, None]).reshape(array.shape)
     else:
         values = array.astype(np.float32)
     if not np.all(np.isfinite(values)):
@@ -219,7 +232,7 @@ def _decode_array(encoded: Any, codec: str, max_bytes: int) -> tuple[FloatArray,
     if codec.startswith("sparse-"):
         row_index = _array(encoded.get("rows"), {"<i4"}, max_bytes)
         total = encoded.get("total")
-        if (row_index.shape != (len(values),) or not isinstance(total, int) or total < 1
+        if (row_index.shape != (len(values),) or type(total) is not int or total < 1
                 or (len(row_index) and (row_index.min() < 0 or row_index.max() >= total))
                 or np.any(np.diff(row_index) <= 0)):  # fmt: skip
             raise DecodeError("shape", "sparse rows must be increasing and inside the array")

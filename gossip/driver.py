@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import math
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -65,6 +66,27 @@ def last_will(identity: Identity, shards: int = 1) -> LastWill:
     return LastWill(topics.presence(identity.network, identity.node_id, shards), b"", retain=True)
 
 
+MAX_STATUS_KEYS = 16
+
+
+def beacon_status(raw: object) -> dict[str, int | float | str]:
+    """A beacon's public status, typed and bounded: a flat map of short keys to numbers or
+    short text. Whatever a peer puts there, `peers` shows it as data beside its own fields."""
+    if not isinstance(raw, dict) or len(raw) > MAX_STATUS_KEYS:
+        raise DecodeError("beacon", "status")
+    status: dict[str, int | float | str] = {}
+    for key, value in raw.items():
+        fits = (
+            (type(value) is int and abs(value) < 2**53)
+            or (type(value) is float and math.isfinite(value))
+            or (isinstance(value, str) and len(value) <= 64)
+        )
+        if not isinstance(key, str) or len(key) > 32 or not fits:
+            raise DecodeError("beacon", "status")
+        status[key] = value
+    return status
+
+
 @dataclass
 class PeerTraffic:
     """What this node exchanged with one peer, and when it last merged that peer's model."""
@@ -82,7 +104,7 @@ class Presence:
 
     last_seen: float
     model_version: int
-    status: dict[str, object]
+    status: dict[str, int | float | str]
 
 
 @dataclass
@@ -109,7 +131,7 @@ class GossipNode:
         max_message_bytes: int = DEFAULT_MAX_BYTES,
         clock: Callable[[], float] = time.time,
         lock: FairLock | None = None,
-        status: Callable[[], dict[str, object]] | None = None,
+        status: Callable[[], dict[str, int | float | str]] | None = None,
         presence_shards: int = 1,
     ) -> None:
         self.identity = identity
@@ -323,9 +345,10 @@ class GossipNode:
             body = unpack(statement.body, max_size=4_096)
             if not isinstance(body, dict):
                 raise DecodeError("beacon", "body")
-            version, status = body.get("v", 0), body.get("s", {})
-            if not isinstance(version, int) or not isinstance(status, dict):
-                raise DecodeError("beacon", "version or status")
+            version = body.get("v", 0)
+            if type(version) is not int or not 0 <= version < 2**63:
+                raise DecodeError("beacon", "version")
+            status = beacon_status(body.get("s", {}))
         except EnvelopeError:
             return  # counted by the verifier
         except (DecodeError, ValueError, AttributeError):
@@ -333,8 +356,11 @@ class GossipNode:
             return
         self.counters.beacons_received += 1
         self.directory[node_id] = statement.certificate
-        self.presence[node_id] = Presence(now, version, {str(k): v for k, v in status.items()})
-        self._membership_news.append((node_id, now, version))
+        # Alive as of when it signed the beacon, not when it arrived: a replayed old beacon
+        # cannot keep a dead node looking alive.
+        heard_at = min(now, statement.time)
+        self.presence[node_id] = Presence(heard_at, version, status)
+        self._membership_news.append((node_id, heard_at, version))
 
     def _on_crl(self, payload: bytes) -> None:
         try:

@@ -19,6 +19,8 @@ from types import TracebackType
 from typing import Self
 
 import aiomqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from gossiprec.gossip.transport import Incoming, LastWill, TransportStats, drain, offer
 
@@ -38,6 +40,9 @@ class MqttConfig:
     backoff_max: float = 10.0
     queue_size: int = 1_024
     max_inflight: int = 64
+    # MQTT 5: the broker must not send this node a larger packet (a sealed update is at most
+    # 4 MiB); with MQTT 3.1.1 only the broker's own max_packet_size protects the node.
+    max_packet_bytes: int = 4 * 1024 * 1024 + 65_536
 
     def __post_init__(self) -> None:
         if self.protocol not in (4, 5):
@@ -100,6 +105,10 @@ class MqttTransport:
         will = None
         if self.will is not None:
             will = aiomqtt.Will(self.will.topic, self.will.payload, qos=1, retain=self.will.retain)
+        properties = None
+        if self.config.protocol == 5:
+            properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+            properties.MaximumPacketSize = self.config.max_packet_bytes
         return aiomqtt.Client(
             self.config.host, self.config.port, identifier=self.client_id,
             username=self.config.username, password=self.config.password, protocol=version,
@@ -108,6 +117,7 @@ class MqttTransport:
             socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
             # A session per connection: after a broker restart nothing stale is replayed.
             clean_session=True if self.config.protocol == 4 else None,
+            properties=properties,
         )  # fmt: skip
 
     async def __aenter__(self) -> Self:

@@ -84,8 +84,8 @@ class ControlServer:
     async def _dispatch(self, line: bytes) -> dict[str, Any]:
         try:
             request = json.loads(line)
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            return {"error": "request is not JSON"}
+        except (ValueError, RecursionError):  # not JSON, nested too deep, integers too long
+            return {"error": "request is not JSON the node accepts"}
         if not isinstance(request, dict) or not isinstance(request.get("command"), str):
             return {"error": 'request must be an object with a "command"'}
         handler = self.handlers.get(request["command"])

@@ -233,10 +233,10 @@ class Node:
 
     # -- what the node tells its operator ------------------------------------------------------
 
-    def _beacon(self) -> dict[str, object]:
-        """Public status in the presence beacon: nothing about users or interactions."""
-        return {"uptime": round(self._clock() - self.started_at), "codec": self.config.gossip.codec,
-                "steps": self.training_steps}  # fmt: skip
+    def _beacon(self) -> dict[str, int | float | str]:
+        """Public status in the presence beacon: nothing about users or interactions (not even
+        training steps: they grow with the amount of local data)."""
+        return {"uptime": round(self._clock() - self.started_at), "codec": self.config.gossip.codec}
 
     def status(self) -> dict[str, Any]:
         gossip, transport = self.gossip, self.gossip.transport
@@ -300,11 +300,14 @@ class Node:
         protocol = self.gossip.status()
         states = {p.node_id: p.state.value for p in protocol.peers}
         rows = [{"node_id": self.identity.node_id.hex(), "state": "self", "last_seen": 0.0,
-                 "model_version": protocol.version, **self._beacon()}]  # fmt: skip
+                 "model_version": protocol.version, "status": self._beacon()}]  # fmt: skip
         for node_id, presence in sorted(self.gossip.presence.items()):
+            # What a peer says about itself stays under "status": it can never pose as another
+            # node's id, state or version.
             rows.append({"node_id": node_id.hex(), "state": states.get(node_id, "unsampled"),
                          "last_seen": now - presence.last_seen,
-                         "model_version": presence.model_version, **presence.status})  # fmt: skip
+                         "model_version": presence.model_version,
+                         "status": presence.status})  # fmt: skip
         return rows
 
     def _peer_rows(self) -> list[PeerRow]:

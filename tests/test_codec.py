@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -109,6 +111,12 @@ def _valid_message(**changes: object) -> bytes:
         ({"w": float("nan")}, "malformed"),
         ({"m": 2.0}, "malformed"),
         ({"a": {}}, "malformed"),
+        # Found by fuzzing a certified sender's messages: all must be DecodeError, nothing else.
+        ({"dtype": ["<f4"]}, "dtype"),
+        ({"dtype": {"a": 1}}, "dtype"),
+        ({"shape": [True, 4]}, "shape"),
+        ({"k": [2]}, "malformed"),
+        ({"c": ["float32"]}, "codec"),
     ],
 )
 def test_hostile_payloads_are_refused_with_a_reason(
@@ -128,6 +136,36 @@ def test_size_limit_is_checked_before_parsing_and_shapes_are_pinned() -> None:
     with pytest.raises(DecodeError) as caught:
         decode(_valid_message(), expected={"other": (2, 2)})
     assert caught.value.reason == "shape"
+    with pytest.raises(DecodeError, match="missing arrays"):  # one array of two is not a model
+        decode(_valid_message(), expected={"e": (2, 2), "bias": (2,)})
+
+
+def test_a_zero_row_int8_array_is_a_decode_error_or_an_empty_array() -> None:
+    empty = {"dtype": "|i1", "shape": [0, 4], "data": b"",
+             "scales": {"dtype": "<f4", "shape": [0], "data": b""}}  # fmt: skip
+    update = decode(_valid_message(c="int8", a={"e": empty}))
+    assert update.params["e"].shape == (0, 4)
+
+
+@settings(max_examples=3_000, deadline=None)
+@given(
+    field=st.sampled_from(["k", "w", "v", "t", "c", "m", "r", "dtype", "shape", "data"]),
+    value=st.recursive(
+        st.none()
+        | st.booleans()
+        | st.integers(-(2**63), 2**64 - 1)
+        | st.floats()
+        | st.text(max_size=8)
+        | st.binary(max_size=16),
+        lambda inner: (
+            st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner, max_size=3)
+        ),
+        max_leaves=6,
+    ),
+)
+def test_any_value_in_any_field_raises_only_decode_error(field: str, value: object) -> None:
+    with contextlib.suppress(DecodeError):  # decoding is fine too: the value may be valid
+        decode(_valid_message(**{field: value}), expected={"e": (2, 2)})
 
 
 @settings(max_examples=2_000, deadline=None)

@@ -46,7 +46,8 @@ async def test_bad_requests_get_errors_and_the_server_keeps_serving(socket_path:
         with pytest.raises(ControlError, match=r"recommend: internal error \(see the node's log\)"):
             await request(socket_path, "recommend")
         reader, writer = await asyncio.open_unix_connection(str(socket_path))
-        for garbage in (b"not json\n", b"[1, 2]\n", b'{"command": 5}\n'):
+        hostile = (b"[" * 100_000 + b"\n", b'{"command": "status", "k": ' + b"9" * 5_000 + b"}\n")
+        for garbage in (b"not json\n", b"[1, 2]\n", b'{"command": 5}\n', *hostile):
             writer.write(garbage)
             reply = json.loads(await reader.readline())
             assert "error" in reply

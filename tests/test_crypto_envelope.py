@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from gossiprec.crypto.certificate import Certificate, RevocationList
 from gossiprec.crypto.envelope import Opener
 from gossiprec.crypto.errors import CertificateError, EnvelopeError
-from gossiprec.crypto.replay import WINDOW
+from gossiprec.crypto.replay import WINDOW, ReplayGuard
 from tests.cryptonet import Network, make_network
 
 KIND_MODEL = 1
@@ -27,7 +27,8 @@ def test_round_trip_delivers_payload_sender_and_header(net: Network) -> None:
     opened = net.opener("b").open(sealed, now)
     assert opened.payload == b"item embeddings"
     assert opened.sender == net.members["a"].keys.node_id
-    assert (opened.header.kind, opened.header.seq) == (KIND_MODEL, 0)
+    assert opened.header.kind == KIND_MODEL
+    assert opened.header.seq >= int((now - 60) * 1_000_000)  # counters start at the clock
     assert b"item embeddings" not in sealed  # the broker sees ciphertext only
 
 
@@ -255,3 +256,18 @@ def test_pack_with_tail_is_exactly_msgpack(head: list[object], tail: bytes) -> N
     from gossiprec.crypto.wire import pack_with_tail, unpack
 
     assert unpack(pack_with_tail(list(head), tail), max_size=10**6) == [*head, tail]
+
+
+def test_a_sequence_jump_costs_nothing_and_numbers_past_the_limit_change_nothing(
+    tmp_path: Path,
+) -> None:
+    guard = ReplayGuard(tmp_path / "replay.sqlite")
+    sender = b"s" * 16
+    guard.commit(sender, 5)
+    assert guard.is_fresh(sender, 2**62) and not guard.is_fresh(sender, 2**63)
+    guard.commit(sender, 2**62)  # no shift by 2^62 bits: the window starts again
+    assert not guard.is_fresh(sender, 2**62) and guard.is_fresh(sender, 2**62 + 1)
+    assert not guard.is_fresh(sender, 5)  # far below the window now
+    assert guard.is_fresh(sender, 2**62 - WINDOW + 1) and not guard.is_fresh(sender, -1)
+    reloaded = ReplayGuard(tmp_path / "replay.sqlite")
+    assert not reloaded.is_fresh(sender, 2**62) and reloaded.is_fresh(sender, 2**62 + 1)

@@ -37,10 +37,19 @@ def test_group_readable_private_key_is_refused_with_the_fix(tmp_path: Path) -> N
 
 
 def test_sequence_counter_skips_the_unused_block_after_a_restart(tmp_path: Path) -> None:
-    counter = SequenceCounter(tmp_path / "seq", block=10)
+    counter = SequenceCounter(tmp_path / "seq", block=10, now=0)
     assert [counter.next() for _ in range(3)] == [0, 1, 2]
-    restarted = SequenceCounter(tmp_path / "seq", block=10)
+    restarted = SequenceCounter(tmp_path / "seq", block=10, now=0)
     assert restarted.next() == 10  # 3..9 may never be used: skipped, never reused
+
+
+def test_a_node_that_lost_its_data_folder_starts_above_every_number_it_sent(
+    tmp_path: Path,
+) -> None:
+    before = SequenceCounter(tmp_path / "old" / "seq", now=1_000.0)
+    sent = [before.next() for _ in range(5_000)]
+    fresh = SequenceCounter(tmp_path / "new" / "seq", now=1_001.0)  # a second later, no folder
+    assert fresh.next() > max(sent)
 
 
 SENDER = """

@@ -6,6 +6,8 @@ import asyncio
 import time
 from pathlib import Path
 
+import pytest
+
 from gossiprec.crypto.authority import Authority
 from gossiprec.crypto.envelope import Sealer
 from gossiprec.crypto.replay import SequenceCounter
@@ -13,7 +15,14 @@ from gossiprec.crypto.statement import sign_statement
 from gossiprec.crypto.wire import pack
 from gossiprec.gossip import topics
 from gossiprec.gossip.codec import Codec, encode
-from gossiprec.gossip.driver import INBOX_BACKLOG, Identity, last_will, subscriptions
+from gossiprec.gossip.driver import (
+    INBOX_BACKLOG,
+    Identity,
+    beacon_status,
+    last_will,
+    subscriptions,
+)
+from gossiprec.gossip.errors import DecodeError
 from gossiprec.gossip.membership import MembershipConfig, PeerState
 from gossiprec.gossip.memory import InMemoryBroker
 from gossiprec.gossip.messages import Kind, ModelUpdate
@@ -125,3 +134,11 @@ async def test_a_node_busy_merging_still_admits_peers_and_sheds_its_oldest_updat
         )
         assert await cluster.until(lambda: target.status().merged > merged_while_busy, 10)
         assert target.counters.updates_received <= INBOX_BACKLOG + 1
+
+
+def test_a_beacons_status_is_typed_and_bounded_or_the_beacon_is_refused() -> None:
+    assert beacon_status({"uptime": 12, "codec": "float16"}) == {"uptime": 12, "codec": "float16"}
+    for hostile in ({"uptime": b"\x00"}, {"x": [1]}, {"x": float("inf")}, {"x": "y" * 65},
+                    {str(k): k for k in range(17)}, [("uptime", 1)], {"x": 2**60}):  # fmt: skip
+        with pytest.raises(DecodeError):
+            beacon_status(hostile)

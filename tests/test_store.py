@@ -80,3 +80,13 @@ def test_a_damaged_checkpoint_is_refused_with_the_fix(tmp_path: Path) -> None:
     path.write_bytes(b"PK\x03\x04 not really a zip")
     with pytest.raises(CheckpointError, match="move it aside"):
         load_checkpoint(path)
+
+
+def test_a_new_store_is_private_to_the_nodes_user(tmp_path: Path) -> None:
+    store = Store(tmp_path / "data" / "store.sqlite")
+    one = np.array([1], dtype=np.int64)
+    store.add_interactions(one, one, one)
+    assert stat.S_IMODE((tmp_path / "data").stat().st_mode) == 0o700
+    for path in (tmp_path / "data").iterdir():  # the database, its -wal and -shm
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+    store.close()
