@@ -123,9 +123,11 @@ class GossipProtocol:
         return self._next_tick
 
     def status(self) -> ProtocolStatus:
+        """A copy, safe to take beside a tick or merge in another thread (the peer table is
+        copied in one step under the GIL before it is read)."""
         stats = self._stats
         peers = tuple(PeerView(p.node_id, p.state, p.last_seen, p.model_version)
-                      for p in self._membership.peers.values())  # fmt: skip
+                      for p in tuple(self._membership.peers.values()))  # fmt: skip
         return ProtocolStatus(self._version, self._weight, self._config.period, stats.rounds,
                               stats.sent, stats.merged, stats.ignored, peers)  # fmt: skip
 

@@ -22,7 +22,9 @@ from gossiprec.gossip.mqtt import MqttConfig, MqttTransport
 from gossiprec.gossip.protocol import GossipConfig, GossipProtocol
 from gossiprec.gossip.transport import LastWill, Transport
 
-FAST = MembershipConfig(suspect_after=1.0, dead_after=2.5)
+# Fast enough to see joins and deaths within seconds, slow enough that a busy machine's delays
+# (seconds, at times) do not make live peers look dead.
+FAST = MembershipConfig(suspect_after=2.0, dead_after=6.0)
 
 TransportFactory = Callable[[Identity, list[str], LastWill], Transport]
 

@@ -62,8 +62,14 @@ def test_three_daemons_gossip_learn_recommend_and_survive_kill_9(
     first = [d.ask("status") for d in cluster]
     assert wait_for(lambda: all(d.ask("status")["bytes_in"] > s["bytes_in"] + 100_000
                                 for d, s in zip(cluster, first, strict=True)), 20)  # fmt: skip
+
+    # Peers are picked at random each round: every pair has traded models both ways soon.
+    def traded_both_ways() -> bool:
+        peers = [p for d in cluster for p in d.ask("status")["peers"]]
+        return all(p["bytes_in"] > 0 and p["bytes_out"] > 0 for p in peers)
+
+    assert wait_for(traded_both_ways, 30)
     for status in first:
-        assert all(p["bytes_in"] > 0 and p["bytes_out"] > 0 for p in status["peers"])
         assert status["interactions"] in counts
         # At start-up a model can arrive before its sender's beacon: dropped, nothing else is.
         assert set(status["rejected"]) <= {"envelope:unknown_sender"}

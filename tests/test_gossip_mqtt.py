@@ -28,7 +28,8 @@ async def test_16_nodes_over_mosquitto_converge_to_the_mean(
         converged = await cluster.until(lambda: cluster.error() < 1e-4, timeout=60)
         assert converged, cluster.report()
         for node in cluster.nodes:
-            assert node.rejected() == {}
+            # Nothing refused, but beacons a busy machine delivered too late to prove liveness.
+            assert node.rejected().keys() <= {"beacon:stale"}
             assert node.counters.updates_received > 0
             assert node.transport.stats.dropped_incoming == 0
 
@@ -100,7 +101,7 @@ async def test_node_dying_uncleanly_leaves_live_views_within_the_dead_timeout(
     victim.trust.save(folder)
     # SIGKILL: the broker publishes the last will at once, so the observers wait a minute of
     # silence before a timeout could; what declares the victim dead sooner is the will.
-    # SIGSTOP: the socket stays open (keepalive 60 s), so only the 2.5 s dead timeout can.
+    # SIGSTOP: the socket stays open (keepalive 60 s), so only the dead timeout (FAST) can.
     membership = MembershipConfig(suspect_after=30, dead_after=60) if death == "SIGKILL" else FAST
     made, truth = make_nodes(tmp_path, authority, 3, "pairwise", membership=membership)
     command = [sys.executable, "-c", NODE_PROCESS, str(folder), str(mosquitto.port)]
@@ -182,7 +183,7 @@ async def test_non_admitted_key_over_mosquitto_is_dropped_and_counted(
             assert await cluster.until(
                 lambda: target.rejected().get("envelope:unknown_sender", 0) == 1, timeout=10
             )
-        assert target.rejected()["beacon:bad_certificate"] >= 1
+        assert target.rejected()["beacon:certificate_foreign"] >= 1
         assert target.status().state_of(outsider.node_id) is None
         assert float(abs(target.protocol.params["v"]).max()) < 100
 
