@@ -37,6 +37,15 @@ def _positive(value: Any) -> str | None:
     return None if value > 0 else "must be > 0"
 
 
+def _between(low: float, high: float) -> Check:
+    """Inside [low, high]: a value far outside any sane setting is a typo, not a wish."""
+    return lambda value: None if low <= value <= high else f"must lie in {low:g}..{high:g}"
+
+
+DAY = 86_400.0
+MAX_SOCKET_PATH = 104  # bytes: macOS's limit (Linux allows 107)
+
+
 def _non_negative(value: Any) -> str | None:
     return None if value >= 0 else "must be >= 0"
 
@@ -98,7 +107,7 @@ class NodeSettings(Section):
     data_dir: Path = setting(required=True, help="keys, certificate, store, checkpoints")
     identity_dir: Path | None = setting(help="keys and certificate; default: node.data_dir")
     import_csv: Path | None = setting(help="user,item[,time] rows loaded at start (idempotent)")
-    checkpoint_period: float = setting(60.0, _positive, help="seconds between checkpoints")
+    checkpoint_period: float = setting(60.0, _between(0.1, DAY), help="seconds between checkpoints")
 
 
 @dataclass(frozen=True)
@@ -117,9 +126,9 @@ class GossipSettings(Section):
     NAME = "gossip"
     strategy: str = setting("pairwise", _one_of(STRATEGIES), help="how models are averaged")
     codec: str = setting("float16", _one_of(CODECS), help="how model updates are encoded")
-    period: float = setting(2.0, _positive, help="seconds between gossip rounds")
-    fanout: int = setting(1, _positive, help="peers per gossip round")
-    heartbeat: float = setting(5.0, _positive, help="seconds between presence beacons")
+    period: float = setting(2.0, _between(0.01, DAY), help="seconds between gossip rounds")
+    fanout: int = setting(1, _between(1, 64), help="peers per gossip round")
+    heartbeat: float = setting(5.0, _between(0.05, DAY), help="seconds between presence beacons")
     suspect_after: float = setting(15.0, _positive, help="seconds of silence: a peer is suspect")
     dead_after: float = setting(45.0, _positive, help="seconds of silence: a peer is dead")
     presence_shards: int = setting(1, _power_of_two, help="> 1: partial views; same on all")
@@ -136,8 +145,10 @@ class GossipSettings(Section):
 @dataclass(frozen=True)
 class ModelSettings(Section):
     NAME = "model"
-    n_items: int = setting(check=_positive, required=True, help="shared item catalogue size")
-    dim: int = setting(32, _positive, help="embedding size; the same on every node")
+    n_items: int = setting(
+        check=_between(2, 10_000_000), required=True, help="shared item catalogue size"
+    )
+    dim: int = setting(32, _between(1, 1_024), help="embedding size; the same on every node")
     seed: int = setting(0, help="the same on every node: all start from one model")
     optimizer: str = setting("sgd", _one_of(OPTIMIZERS), help="optimizer of the shared items")
     lr: float = setting(
@@ -154,9 +165,9 @@ class ModelSettings(Section):
 @dataclass(frozen=True)
 class TrainSettings(Section):
     NAME = "train"
-    period: float = setting(1.0, _positive, help="seconds between training rounds")
-    epochs: int = setting(2, _positive, help="local epochs per training round")
-    online_steps: int = setting(20, _positive, help="steps on a user's new interactions")
+    period: float = setting(1.0, _between(0.01, DAY), help="seconds between training rounds")
+    epochs: int = setting(2, _between(1, 1_000), help="local epochs per training round")
+    online_steps: int = setting(20, _between(1, 10_000), help="steps on a user's new interactions")
 
 
 @dataclass(frozen=True)
@@ -191,6 +202,14 @@ class NodeConfig:
     control: ControlSettings = field(default_factory=ControlSettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
     log: LogSettings = field(default_factory=LogSettings)
+
+    def __post_init__(self) -> None:
+        if len(os.fsencode(self.control_socket)) > MAX_SOCKET_PATH:
+            raise ConfigError(
+                f"control.socket = {str(self.control_socket)!r} is longer than the "
+                f"{MAX_SOCKET_PATH} bytes a Unix socket path may have. Fix: set control.socket "
+                "(GOSSIPREC_CONTROL_SOCKET) to a shorter path."
+            )
 
     @classmethod
     def defaults(cls, data_dir: Path, n_items: int) -> NodeConfig:

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import json
 import logging
 import os
+import stat
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from types import TracebackType
@@ -39,8 +41,7 @@ class ControlServer:
 
     async def __aenter__(self) -> Self:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with contextlib.suppress(FileNotFoundError):
-            self.path.unlink()  # a stale socket from a killed run
+        await _clear_stale_socket(self.path)
         old_umask = os.umask(0o177)  # the socket is born 0600: no window where others can open it
         try:
             self._server = await asyncio.start_unix_server(self._serve, path=str(self.path),
@@ -104,6 +105,26 @@ class ControlServer:
     async def _reply(writer: asyncio.StreamWriter, reply: dict[str, Any]) -> None:
         writer.write(json.dumps(reply).encode() + b"\n")
         await writer.drain()
+
+
+async def _clear_stale_socket(path: Path) -> None:
+    """Remove a socket a killed run left behind; never a live node's socket, never a file."""
+    try:
+        mode = path.lstat().st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(mode):
+        raise FileExistsError(
+            errno.EEXIST, "exists and is not a socket (control.socket)", str(path)
+        )
+    try:
+        _, writer = await asyncio.wait_for(asyncio.open_unix_connection(str(path)), 2.0)
+    except (OSError, TimeoutError):
+        path.unlink()  # nobody answers: left over from a run that was killed
+        return
+    writer.close()
+    raise FileExistsError(errno.EADDRINUSE, "a node already answers there (control.socket)",
+                          str(path))  # fmt: skip
 
 
 async def request(

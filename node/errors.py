@@ -11,6 +11,10 @@ class ConfigError(NodeError):
     """A configuration value is missing or invalid; the message names the key and the fix."""
 
 
+class StartupError(NodeError):
+    """The daemon cannot start as configured (the folder is in use, a port is taken, ...)."""
+
+
 class IdentityError(NodeError):
     """A node's keys, certificate or trust anchor are missing or do not belong together."""
 

@@ -1,36 +1,72 @@
-"""Interactions as CSV (user,item[,timestamp] per line, header optional), read in batches."""
+"""Interactions as CSV, read in batches: `user,item[,timestamp]` per line.
+
+A header is recognised by its names (user, item, optionally timestamp or time), never guessed
+from a field that is not a number: a row like "-1,5" is an error, not a skipped header. Ids are
+plain ASCII digits (not "+5", "31_337" or other scripts' digits); every error names the file's
+line. Fields and lines are bounded, so a file with no line breaks (/dev/zero) is refused at once.
+"""
 
 from __future__ import annotations
 
 import csv
+import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TextIO
 
 from gossiprec.node.errors import IngestError
 
 INGEST_BATCH = 5_000  # rows per request: well under the control API's 1 MB request limit
+MAX_FIELD = 32  # characters: 2^62 has 19 digits
+MAX_LINE = 256
+HEADER = {("user", "item"), ("user", "item", "timestamp"), ("user", "item", "time")}
+DIGITS = re.compile(r"[0-9]{1,19}")
 
 
 def read_csv(path: Path, batch: int) -> Iterator[list[list[int]]]:
-    """Rows of user,item[,timestamp] in batches; a header line is skipped."""
+    """Rows of user,item[,timestamp] in batches of `batch`."""
     rows: list[list[int]] = []
+    line = 0
     try:
-        with path.open(newline="") as handle:
-            for line, record in enumerate(csv.reader(handle), 1):
-                if not record or (line == 1 and not record[0].strip().isdigit()):
+        with path.open(newline="", encoding="utf-8") as handle:
+            for line, record in enumerate(_records(handle), 1):
+                if not record or (line == 1 and tuple(f.strip().lower() for f in record) in HEADER):
                     continue
-                try:
-                    values = [int(field) for field in record[:3]]
-                except ValueError:
-                    raise IngestError(f"{path}:{line}: {record!r} is not user,item[,timestamp] "
-                                      "as integers. Fix that line.") from None  # fmt: skip
-                if len(values) < 2:
-                    raise IngestError(f"{path}:{line}: needs at least user,item")
-                rows.append(values)
+                rows.append(_row(path, line, record))
                 if len(rows) == batch:
                     yield rows
                     rows = []
     except OSError as exc:
         raise IngestError(f"cannot read {path}: {exc.strerror}") from exc
+    except (csv.Error, UnicodeDecodeError) as exc:
+        raise IngestError(f"{path}:{line + 1}: not CSV text ({exc}). Fix that line.") from exc
     if rows:
         yield rows
+
+
+def _records(handle: TextIO) -> Iterator[list[str]]:
+    limit = csv.field_size_limit(MAX_FIELD * 4)  # a field past this is no id: stop reading
+    try:
+        yield from csv.reader(_lines(handle))
+    finally:
+        csv.field_size_limit(limit)
+
+
+def _lines(handle: TextIO) -> Iterator[str]:
+    """Lines of at most MAX_LINE characters: a file without line breaks is not read whole."""
+    while line := handle.readline(MAX_LINE + 1):
+        if len(line) > MAX_LINE:
+            raise csv.Error(f"a line longer than {MAX_LINE} characters")
+        yield line
+
+
+def _row(path: Path, line: int, record: list[str]) -> list[int]:
+    fields = [field.strip() for field in record]
+    if not 2 <= len(fields) <= 3 or not all(DIGITS.fullmatch(f) for f in fields):
+        shown = ",".join(record)[:80]
+        raise IngestError(f"{path}:{line}: {shown!r} is not user,item[,timestamp] as "
+                          "non-negative integers. Fix that line.")  # fmt: skip
+    values = [int(field) for field in fields]
+    if any(value >= 2**62 for value in values):
+        raise IngestError(f"{path}:{line}: ids and times must be below 2^62. Fix that line.")
+    return values

@@ -58,7 +58,7 @@ def test_containers_can_configure_by_environment_alone() -> None:
             {"GOSSIPREC_GOSSIP_PERIOD": "soon"},
             r"gossip\.period = 'soon' \(from environment variable GOSSIPREC_GOSSIP_PERIOD\)",
         ),
-        (MINIMAL + "[gossip]\nfanout = 0\n", {}, r"gossip\.fanout = 0 .* must be > 0"),
+        (MINIMAL + "[gossip]\nfanout = 0\n", {}, r"gossip\.fanout = 0 .* must lie in 1\.\.64"),
         (MINIMAL + '[broker]\nurl = "http://x"\n', {}, r"broker\.url .* mqtt://HOST:PORT"),
         (MINIMAL + "[gossip]\nfanuot = 2\n", {}, r"unknown key gossip\.fanuot"),
         (MINIMAL + "[gossip]\nsuspect_after = 60.0\n", {}, r"suspect_after must be less"),
@@ -81,7 +81,7 @@ def test_sections_hold_their_keys_and_code_made_configs_obey_the_same_rules(
     assert config.identity_dir == tmp_path and config.control_socket == tmp_path / "control.sock"
     faster = config.changed({"gossip.period": 0.5, "model.lr": 10.0})
     assert (faster.gossip.period, faster.model.lr, faster.gossip.codec) == (0.5, 10.0, "float16")
-    with pytest.raises(ConfigError, match=r"gossip\.fanout = 0 must be > 0\. Fix"):
+    with pytest.raises(ConfigError, match=r"gossip\.fanout = 0 must lie in 1\.\.64\. Fix"):
         config.changed({"gossip.fanout": 0})
     with pytest.raises(ConfigError, match=r"unknown key gossip\.speed"):
         config.changed({"gossip.speed": 1})
@@ -120,3 +120,29 @@ def test_config_show_names_where_every_value_came_from(tmp_path: Path) -> None:
     )
     assert (values["model.dim"].value, values["model.dim"].source) == (32, "default")
     assert all(value.help for value in values.values())
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        (
+            {"GOSSIPREC_MODEL_N_ITEMS": "10000000000"},
+            r"model\.n_items = 10000000000 .* 2\.\.1e\+07",
+        ),
+        ({"GOSSIPREC_MODEL_DIM": "100000"}, r"model\.dim = 100000 .* must lie in"),
+        ({"GOSSIPREC_TRAIN_ONLINE_STEPS": "1000000000"}, r"train\.online_steps = 1000000000"),
+        ({"GOSSIPREC_BROKER_USERNAME": "x", "GOSSIPREC_GOSSIP_PERIOD": "1e9"}, r"gossip\.period"),
+        ({"GOSSIPREC_CONTROL_SOCKET": "/tmp/" + "s" * 200}, r"control\.socket .* longer than"),
+    ],
+)
+def test_values_out_of_any_sane_range_are_refused_with_the_fix(
+    tmp_path: Path, env: dict[str, str], message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message) as caught:
+        load_config(write(tmp_path, MINIMAL), environ=env)
+    assert "Fix" in str(caught.value)
+
+
+def test_a_list_is_not_a_user_name(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"broker\.username = \['a'\] .* not a valid str"):
+        load_config(write(tmp_path, MINIMAL + "[broker]\nusername = ['a']\n"), environ={})

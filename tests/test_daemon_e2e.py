@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from gossiprec.node.checkpoint import load_checkpoint
 from gossiprec.node.node import CHECKPOINT_FILE
 from gossiprec.sim.broker import Mosquitto
 from gossiprec.sim.dataset import Dataset
-from tests.daemonnet import Daemon, alive_peers, gossiprec, init_nodes, wait_for
+from tests.daemonnet import FAST_ENV, Daemon, alive_peers, gossiprec, init_nodes, wait_for
 
 pytestmark = [pytest.mark.mosquitto, pytest.mark.slow]
 
@@ -124,3 +125,32 @@ def test_a_bad_config_value_stops_start_up_naming_the_key(tmp_path: Path) -> Non
     config.write_text(config.read_text().replace("n_items = 1682", "n_items = -3"))
     result = gossiprec("node", "run", "--config", str(config))
     assert result.returncode == 2 and "model.n_items = -3" in result.stderr
+
+
+def test_start_up_problems_stop_with_exit_2_and_never_disturb_a_running_node(
+    tmp_path: Path, mosquitto: Mosquitto
+) -> None:
+    first_config, second_config = init_nodes(tmp_path, mosquitto.url, 2)
+    first = Daemon(first_config)
+    first.start()
+    try:
+        first.wait_ready()
+        assert wait_for(lambda: first.ask("status")["broker"]["connected"], 30)
+        twice = gossiprec("node", "run", "--config", str(first_config), env=FAST_ENV)
+        assert twice.returncode == 2 and "another node already runs" in twice.stderr
+        assert first.ask("status")["broker"]["connected"]  # not kicked off the broker
+        with socket.socket() as taken:
+            taken.bind(("127.0.0.1", 0))
+            taken.listen()
+            port = str(taken.getsockname()[1])
+            busy = gossiprec("node", "run", "--config", str(second_config),
+                             env={**FAST_ENV, "GOSSIPREC_METRICS_PORT": port})  # fmt: skip
+        assert busy.returncode == 2 and "cannot start" in busy.stderr, busy.stderr
+        a_file = tmp_path / "not-a-socket"
+        a_file.write_text("keep me")
+        blocked = gossiprec("node", "run", "--config", str(second_config),
+                            env={**FAST_ENV, "GOSSIPREC_CONTROL_SOCKET": str(a_file)})  # fmt: skip
+        assert blocked.returncode == 2 and "is not a socket" in blocked.stderr, blocked.stderr
+        assert a_file.read_text() == "keep me"
+    finally:
+        first.stop()
