@@ -52,14 +52,16 @@ class StatementVerifier:
         self._max_skew = max_skew
         self.rejected: Counter[str] = Counter()
 
-    def verify(self, data: bytes, now: float) -> Statement:
+    def verify(self, data: bytes, now: float, *, max_age: float | None = None) -> Statement:
+        """The statement, if validly signed by an admitted node and at most `max_age` seconds old
+        (default: the verifier's); a caller that proves freshness otherwise may pass inf."""
         try:
-            return self._verify(data, now)
+            return self._verify(data, now, self._max_age if max_age is None else max_age)
         except Rejection as reject:
             self.rejected[reject.reason] += 1
             raise EnvelopeError() from None
 
-    def _verify(self, data: bytes, now: float) -> Statement:
+    def _verify(self, data: bytes, now: float, max_age: float) -> Statement:
         try:
             version, cert_bytes, body, time_ms, signature = unpack(
                 data, max_size=MAX_STATEMENT_BYTES
@@ -74,7 +76,7 @@ class StatementVerifier:
         except (ValueError, TypeError, CertificateError):
             raise Rejection("malformed") from None
         age = now - time_ms / 1000
-        if age > self._max_age or age < -self._max_skew:
+        if age > max_age or age < -self._max_skew:
             raise Rejection("stale")
         try:
             self._trust.check(cert, now)

@@ -9,6 +9,7 @@ import asyncio
 import collections
 import logging
 import math
+import os
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -38,6 +39,7 @@ KIND_MODEL = 1
 # Model updates waiting to be opened and merged. When more arrive than the node can merge, the
 # oldest (stalest) are dropped first; beacons never wait in this queue.
 INBOX_BACKLOG = 8
+SESSION_BYTES = 16
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,9 @@ class Identity:
     keys: NodeKeys
     certificate: Certificate
     trust: TrustStore
+    # Names this run of the node in its beacons and its signed last will: a will is believed only
+    # for the session peers last saw, so an old will replayed cannot mark a live node dead.
+    session: bytes = field(default_factory=lambda: os.urandom(SESSION_BYTES))
 
     @property
     def network(self) -> str:
@@ -62,8 +67,22 @@ def subscriptions(identity: Identity, shards: int = 1) -> list[str]:
 
 
 def last_will(identity: Identity, shards: int = 1) -> LastWill:
-    """An empty retained presence: the broker clears the beacon when the node dies uncleanly."""
-    return LastWill(topics.presence(identity.network, identity.node_id, shards), b"", retain=True)
+    """A signed leave for this session, retained: the broker publishes it in the beacon's place
+    when the node dies uncleanly (and the node itself when it stops)."""
+    topic = topics.presence(identity.network, identity.node_id, shards)
+    return LastWill(topic, leave_statement(identity), retain=True)
+
+
+def beacon(identity: Identity, version: int, status: dict[str, int | float | str],
+           now: float) -> bytes:  # fmt: skip
+    """A signed presence beacon: model version, public status, this run's session."""
+    body = pack({"v": version, "s": status, "n": identity.session})
+    return sign_statement(identity.keys, identity.certificate, body, now)
+
+
+def leave_statement(identity: Identity) -> bytes:
+    body = pack({"leave": identity.session})
+    return sign_statement(identity.keys, identity.certificate, body, time.time())
 
 
 MAX_STATUS_KEYS = 16
@@ -105,6 +124,7 @@ class Presence:
     last_seen: float
     model_version: int
     status: dict[str, int | float | str]
+    session: bytes
 
 
 @dataclass
@@ -161,6 +181,7 @@ class GossipNode:
             identity.trust, max_age=protocol.config.membership.dead_after
         )
         self._presence_topic = topics.presence(identity.network, identity.node_id, presence_shards)
+        self._leave = leave_statement(identity)
         self._inbox: collections.deque[Incoming] = collections.deque(maxlen=INBOX_BACKLOG)
         self._inbox_ready = asyncio.Event()
         # Beacons arrive on the event loop, which must never wait for the lock (a training step):
@@ -200,8 +221,8 @@ class GossipNode:
             group.create_task(self._heartbeat_loop())
 
     async def leave(self) -> None:
-        """Clean shutdown: clear our presence so peers drop us at once."""
-        await self.transport.publish(self._presence_topic, b"", retain=True)
+        """Clean shutdown: a signed leave in our presence, so peers drop us at once."""
+        await self.transport.publish(self._presence_topic, self._leave, retain=True)
 
     # -- outgoing --------------------------------------------------------------------------------
 
@@ -214,9 +235,8 @@ class GossipNode:
     async def announce(self) -> bool:
         if self.revoked:
             return False
-        body = pack({"v": self._protocol.version, "s": self._status()})
-        beacon = sign_statement(self.identity.keys, self.identity.certificate, body, self._clock())
-        if await self.transport.publish(self._presence_topic, beacon, retain=True):
+        signed = beacon(self.identity, self._protocol.version, self._status(), self._clock())
+        if await self.transport.publish(self._presence_topic, signed, retain=True):
             self.counters.beacons_sent += 1
             return True
         return False
@@ -334,33 +354,50 @@ class GossipNode:
     def _on_presence(self, node_id: bytes, payload: bytes, now: float) -> None:
         if node_id == self.identity.node_id:
             return
-        if not payload:  # last will or clean leave
-            self.presence.pop(node_id, None)
-            self._membership_news.append((node_id, None, 0))
+        if not payload:  # anyone can publish an empty retained message: it proves nothing
+            self.counters.rejected["presence:unsigned_leave"] += 1
             return
         try:
-            statement = self._beacons.verify(payload, now)
+            # Freshness below: a beacon by its age, a leave by its session.
+            statement = self._beacons.verify(payload, now, max_age=math.inf)
             if statement.certificate.node_id != node_id:
                 raise DecodeError("beacon", "certificate of another node")
             body = unpack(statement.body, max_size=4_096)
             if not isinstance(body, dict):
                 raise DecodeError("beacon", "body")
-            version = body.get("v", 0)
+            if "leave" in body:
+                self._on_leave(node_id, body["leave"])
+                return
+            version, session = body.get("v", 0), body.get("n")
             if type(version) is not int or not 0 <= version < 2**63:
                 raise DecodeError("beacon", "version")
+            if not isinstance(session, bytes) or len(session) != SESSION_BYTES:
+                raise DecodeError("beacon", "session")
             status = beacon_status(body.get("s", {}))
         except EnvelopeError:
             return  # counted by the verifier
         except (DecodeError, ValueError, AttributeError):
             self.counters.rejected["beacon:malformed"] += 1
             return
+        if now - statement.time > self._protocol.config.membership.dead_after:
+            self.counters.rejected["beacon:stale"] += 1
+            return
         self.counters.beacons_received += 1
         self.directory[node_id] = statement.certificate
         # Alive as of when it signed the beacon, not when it arrived: a replayed old beacon
         # cannot keep a dead node looking alive.
         heard_at = min(now, statement.time)
-        self.presence[node_id] = Presence(heard_at, version, status)
+        self.presence[node_id] = Presence(heard_at, version, status, session)
         self._membership_news.append((node_id, heard_at, version))
+
+    def _on_leave(self, node_id: bytes, session: object) -> None:
+        """A signed leave (a last will, or a clean stop): believed for the session we know."""
+        known = self.presence.get(node_id)
+        if known is None or known.session != session:
+            self.counters.rejected["presence:stale_leave"] += 1
+            return
+        del self.presence[node_id]
+        self._membership_news.append((node_id, None, 0))
 
     def _on_crl(self, payload: bytes) -> None:
         try:

@@ -11,15 +11,15 @@ import pytest
 from gossiprec.crypto.authority import Authority
 from gossiprec.crypto.envelope import Sealer
 from gossiprec.crypto.replay import SequenceCounter
-from gossiprec.crypto.statement import sign_statement
-from gossiprec.crypto.wire import pack
 from gossiprec.gossip import topics
 from gossiprec.gossip.codec import Codec, encode
 from gossiprec.gossip.driver import (
     INBOX_BACKLOG,
     Identity,
+    beacon,
     beacon_status,
     last_will,
+    leave_statement,
     subscriptions,
 )
 from gossiprec.gossip.errors import DecodeError
@@ -75,11 +75,8 @@ async def test_messages_from_a_non_admitted_key_are_dropped_and_counted(tmp_path
         target = cluster.nodes[0]
         mallory = admit(outsider_ca)
         async with broker.client("mallory", subscriptions(mallory), last_will(mallory)) as link:
-            from gossiprec.crypto.statement import sign_statement
-            from gossiprec.crypto.wire import pack
-
-            beacon = sign_statement(mallory.keys, mallory.certificate, pack({"v": 0}), time.time())
-            await link.publish(topics.presence("memnet", mallory.node_id), beacon, retain=True)
+            signed = beacon(mallory, 0, {}, time.time())
+            await link.publish(topics.presence("memnet", mallory.node_id), signed, retain=True)
             update = ModelUpdate(Kind.MERGE_REQUEST, {"v": target.protocol.params["v"] * 1e6})
             sealer = Sealer(mallory.keys, "memnet", SequenceCounter(tmp_path / "mallory-seq"))
             sealed = sealer.seal(
@@ -111,9 +108,8 @@ async def test_a_node_busy_merging_still_admits_peers_and_sheds_its_oldest_updat
         await asyncio.to_thread(target.lock.acquire)  # a training step that takes long
         try:
             async with broker.client("new", subscriptions(newcomer), last_will(newcomer)) as link:
-                beacon = sign_statement(newcomer.keys, newcomer.certificate, pack({"v": 0}),
-                                        time.time())  # fmt: skip
-                await link.publish(topics.presence("memnet", newcomer.node_id), beacon, retain=True)
+                signed = beacon(newcomer, 0, {}, time.time())
+                await link.publish(topics.presence("memnet", newcomer.node_id), signed, retain=True)
                 sealer = Sealer(newcomer.keys, "memnet", SequenceCounter(tmp_path / "new-seq"))
                 update = ModelUpdate(Kind.MERGE_REQUEST, {"v": target.protocol.params["v"] + 1})
                 for _ in range(INBOX_BACKLOG + 5):
@@ -143,3 +139,32 @@ def test_a_beacons_status_is_typed_and_bounded_or_the_beacon_is_refused() -> Non
                     {str(k): k for k in range(17)}, [("uptime", 1)], {"x": 2**60}):  # fmt: skip
         with pytest.raises(DecodeError):
             beacon_status(hostile)
+
+
+async def test_only_a_signed_leave_of_the_current_session_marks_a_node_dead(tmp_path: Path) -> None:
+    authority = Authority.create(tmp_path / "ca", "memnet")
+    broker = InMemoryBroker()
+    slow = MembershipConfig(suspect_after=30.0, dead_after=60.0)
+    made, truth = make_nodes(tmp_path, authority, 3, "pairwise", membership=slow)
+    async with running(tmp_path, made, truth, memory_factory(broker)) as cluster:
+        victim, others = cluster.nodes[0].identity, cluster.nodes[1:]
+        assert await cluster.until(
+            lambda: all(victim.node_id in n.status().alive() for n in others), timeout=10
+        )
+        topic = topics.presence("memnet", victim.node_id)
+        earlier_run = Identity(victim.keys, victim.certificate, victim.trust)  # another session
+        async with broker.client("intruder", []) as intruder:
+            await intruder.publish(topic, b"", retain=True)  # what a last will looked like
+            await intruder.publish(topic, leave_statement(earlier_run), retain=True)  # replayed
+
+        def counted(reason: str) -> bool:
+            return all(n.rejected().get(reason, 0) >= 1 for n in others)
+
+        assert await cluster.until(
+            lambda: counted("presence:unsigned_leave") and counted("presence:stale_leave"), 10
+        )
+        assert all(victim.node_id in n.status().alive() for n in others)
+        broker.crash(victim.node_id.hex())  # its own will, for the session they know
+        assert await cluster.until(
+            lambda: all(n.status().state_of(victim.node_id) is PeerState.DEAD for n in others), 20
+        )
