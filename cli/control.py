@@ -172,6 +172,8 @@ def run_ingest(args: argparse.Namespace) -> int:
     result = {"received": received, "added": added, "interactions": reply.get("interactions")}
     if args.json:
         emit_json(result)
+    elif not received:
+        print(f"{args.csv} holds no interactions: nothing sent to the node")
     else:
         print(f"stored {added} new of {received} interactions "
               f"(node now holds {result['interactions']})")  # fmt: skip

@@ -125,3 +125,12 @@ def test_an_interrupted_csv_ingest_says_what_was_stored_and_that_rerunning_is_sa
     assert "database or disk is full" in err
     assert f"{INGEST_BATCH} rows were stored before this" in err
     assert "running the same command again is safe" in err
+
+
+def test_an_empty_csv_says_so_and_asks_nothing_of_the_node(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    empty = tmp_path / "empty.csv"
+    empty.write_text("user,item\n")
+    assert main(["ingest", "--socket", str(tmp_path / "none.sock"), "--csv", str(empty)]) == 0
+    assert "holds no interactions" in capsys.readouterr().out

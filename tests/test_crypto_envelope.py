@@ -11,6 +11,7 @@ from gossiprec.crypto.certificate import Certificate, RevocationList
 from gossiprec.crypto.envelope import Opener
 from gossiprec.crypto.errors import CertificateError, EnvelopeError
 from gossiprec.crypto.replay import WINDOW, ReplayGuard
+from gossiprec.crypto.wire import pack
 from tests.cryptonet import Network, make_network
 
 KIND_MODEL = 1
@@ -129,6 +130,15 @@ def test_forged_or_foreign_revocation_lists_are_refused(net: Network, tmp_path: 
         trust.update_crl(forged)
     decoded = RevocationList.decode(net.authority.revoke({99}, 0).encode())
     assert trust.update_crl(decoded) and 99 in trust.crl.revoked
+
+
+@pytest.mark.parametrize("number", [float("inf"), 1e300, -1, True, "7", 2**63])
+def test_a_revocation_list_with_a_number_out_of_range_is_refused_before_any_check(
+    number: object,
+) -> None:
+    body = pack([1, "demo", number, 0, [3]])  # no valid signature needed to reach the decoder
+    with pytest.raises(CertificateError, match="malformed revocation list"):
+        RevocationList.decode(pack([body, b"\x00" * 64]))
 
 
 def test_impersonation_by_an_admitted_node_is_rejected(net: Network) -> None:

@@ -152,5 +152,10 @@ def test_start_up_problems_stop_with_exit_2_and_never_disturb_a_running_node(
                             env={**FAST_ENV, "GOSSIPREC_CONTROL_SOCKET": str(a_file)})  # fmt: skip
         assert blocked.returncode == 2 and "is not a socket" in blocked.stderr, blocked.stderr
         assert a_file.read_text() == "keep me"
+        identity = str(second_config.parent)
+        unusable = gossiprec("node", "run", "--config", str(second_config),
+                             env={**FAST_ENV, "GOSSIPREC_NODE_IDENTITY_DIR": identity,
+                                  "GOSSIPREC_NODE_DATA_DIR": str(a_file)})  # fmt: skip
+        assert unusable.returncode == 2 and "node.data_dir" in unusable.stderr, unusable.stderr
     finally:
         first.stop()

@@ -168,3 +168,18 @@ async def test_only_a_signed_leave_of_the_current_session_marks_a_node_dead(tmp_
         assert await cluster.until(
             lambda: all(n.status().state_of(victim.node_id) is PeerState.DEAD for n in others), 20
         )
+
+
+async def test_liveness_counts_from_the_time_a_beacon_was_signed(tmp_path: Path) -> None:
+    authority = Authority.create(tmp_path / "ca", "memnet")
+    broker = InMemoryBroker()
+    made, truth = make_nodes(tmp_path, authority, 1, "pairwise")
+    async with running(tmp_path, made, truth, memory_factory(broker)) as cluster:
+        (target,) = cluster.nodes
+        peer = admit(authority)
+        signed_at = time.time() - 4.0  # held back, then replayed: it proves nothing newer
+        async with broker.client("peer", []) as link:
+            await link.publish(topics.presence("memnet", peer.node_id),
+                               beacon(peer, 0, {}, signed_at), retain=True)  # fmt: skip
+        assert await cluster.until(lambda: peer.node_id in target.presence, 10)
+        assert target.presence[peer.node_id].last_seen == pytest.approx(signed_at, abs=0.01)

@@ -205,3 +205,19 @@ async def test_a_full_incoming_queue_drops_and_counts(mosquitto: Mosquitto) -> N
         received = rx.incoming()
         kept = [(await anext(received)).payload for _ in range(3)]
         assert kept == [b"0", b"1", b"2"]
+
+
+async def test_an_mqtt5_node_never_reads_a_packet_over_its_limit(mosquitto: Mosquitto) -> None:
+    from gossiprec.gossip.mqtt import MqttConfig, MqttTransport
+
+    node = MqttTransport(MqttConfig(port=mosquitto.port, protocol=5), "node", ["g/#"])
+    sender = MqttTransport(MqttConfig(port=mosquitto.port), "sender", [])
+    async with node as rx, sender as tx:
+        assert await rx.wait_connected(10) and await tx.wait_connected(10)
+        huge = 8 * 1024 * 1024  # twice what the node takes: the broker must not send it
+        assert await tx.publish("g/huge", b"\x00" * huge)
+        assert await tx.publish("g/small", b"after")
+        received = rx.incoming()
+        first = await asyncio.wait_for(anext(received), 30)
+        assert (first.topic, first.payload) == ("g/small", b"after")
+        assert rx.stats.bytes_in < 1_000_000
