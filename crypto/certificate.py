@@ -9,7 +9,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from gossiprec.crypto.errors import CertificateError
 from gossiprec.crypto.keys import NODE_ID_BYTES, key_id_of, node_id_of
-from gossiprec.crypto.wire import pack, unpack
+from gossiprec.crypto.wire import pack, unpack, whole
 
 CERT_VERSION = 1
 CRL_VERSION = 1
@@ -17,11 +17,6 @@ MAX_CERT_BYTES = 1_024
 MAX_CRL_BYTES = 1_048_576
 _CERT_CONTEXT = b"gossiprec/certificate/v1\x00"
 _CRL_CONTEXT = b"gossiprec/crl/v1\x00"
-
-
-def _whole(value: object) -> bool:
-    """A non-negative integer that fits the 64 bits every store and peer expects."""
-    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**63
 
 
 @dataclass(frozen=True)
@@ -75,11 +70,11 @@ class Certificate:
             body, signature = unpack(data, max_size=MAX_CERT_BYTES)
             fields = unpack(body, max_size=MAX_CERT_BYTES)
             version, network, node_id, sig_pub, enc_pub, not_before, not_after, serial = fields
-            if version != CERT_VERSION or not isinstance(signature, bytes):
+            if not whole(version, CERT_VERSION, CERT_VERSION) or not isinstance(signature, bytes):
                 raise ValueError("unsupported certificate version")
             if not (isinstance(network, str) and all(isinstance(k, bytes) for k in (
-                    node_id, sig_pub, enc_pub)) and _whole(not_before) and _whole(not_after)
-                    and _whole(serial)):  # fmt: skip
+                    node_id, sig_pub, enc_pub)) and whole(not_before) and whole(not_after)
+                    and whole(serial)):  # fmt: skip
                 raise ValueError("fields of the wrong type or out of range")
             return cls(network, node_id, sig_pub, enc_pub, not_before, not_after, serial, signature)
         except (ValueError, TypeError) as exc:
@@ -130,10 +125,10 @@ class RevocationList:
         try:
             body, signature = unpack(data, max_size=MAX_CRL_BYTES)
             version, network, number, issued_at, revoked = unpack(body, max_size=MAX_CRL_BYTES)
-            if version != CRL_VERSION or not isinstance(signature, bytes):
+            if not whole(version, CRL_VERSION, CRL_VERSION) or not isinstance(signature, bytes):
                 raise ValueError("unsupported revocation list version")
-            if not (isinstance(network, str) and _whole(number) and _whole(issued_at)
-                    and isinstance(revoked, list) and all(_whole(s) for s in revoked)):  # fmt: skip
+            if not (isinstance(network, str) and whole(number) and whole(issued_at)
+                    and isinstance(revoked, list) and all(whole(s) for s in revoked)):  # fmt: skip
                 raise ValueError("fields of the wrong type or out of range")
             return cls(network, number, issued_at, frozenset(revoked), signature)
         except (ValueError, TypeError) as exc:

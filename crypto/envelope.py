@@ -30,7 +30,7 @@ from gossiprec.crypto.errors import CertificateError, EnvelopeError, Rejection
 from gossiprec.crypto.keys import KEY_ID_BYTES, NODE_ID_BYTES, NodeKeys
 from gossiprec.crypto.replay import MAX_SEQ, ReplayGuard, SequenceCounter
 from gossiprec.crypto.trust import TrustStore
-from gossiprec.crypto.wire import pack, pack_with_tail, unpack
+from gossiprec.crypto.wire import pack, pack_with_tail, unpack, whole
 
 VERSION = 1
 SIGNATURE_BYTES = 64
@@ -68,13 +68,13 @@ class Header:
     def decode(cls, data: bytes) -> Header:
         version, sender, recipient, key_id, kind, seq, time_ms = unpack(data, max_size=256)
         valid = (
-            version == VERSION
+            whole(version, VERSION, VERSION)
             and isinstance(sender, bytes) and len(sender) == NODE_ID_BYTES
             and isinstance(recipient, bytes) and len(recipient) == NODE_ID_BYTES
             and isinstance(key_id, bytes) and len(key_id) == KEY_ID_BYTES
-            and isinstance(kind, int) and 0 <= kind < 256
-            and isinstance(seq, int) and 0 <= seq <= MAX_SEQ
-            and isinstance(time_ms, int) and time_ms >= 0
+            and whole(kind, 0, 255)
+            and whole(seq, 0, MAX_SEQ)
+            and whole(time_ms)
         )  # fmt: skip
         if not valid:
             raise ValueError("bad header fields")
@@ -149,7 +149,7 @@ class Opener:
             raise Rejection("oversized")
         try:
             version, header_bytes, ciphertext = unpack(data, max_size=self._max_bytes)
-            if version != VERSION or not isinstance(header_bytes, bytes):
+            if not whole(version, VERSION, VERSION) or not isinstance(header_bytes, bytes):
                 raise ValueError("version")
             if not isinstance(ciphertext, bytes):
                 raise ValueError("ciphertext")

@@ -18,7 +18,7 @@ from gossiprec.crypto.certificate import Certificate
 from gossiprec.crypto.errors import CertificateError, EnvelopeError, Rejection
 from gossiprec.crypto.keys import NodeKeys
 from gossiprec.crypto.trust import TrustStore
-from gossiprec.crypto.wire import pack, unpack
+from gossiprec.crypto.wire import pack, unpack, whole
 
 VERSION = 1
 MAX_STATEMENT_BYTES = 8_192
@@ -66,11 +66,11 @@ class StatementVerifier:
             version, cert_bytes, body, time_ms, signature = unpack(
                 data, max_size=MAX_STATEMENT_BYTES
             )
-            if version != VERSION or not all(
+            if not whole(version, VERSION, VERSION) or not all(
                 isinstance(x, bytes) for x in (cert_bytes, body, signature)
             ):
                 raise ValueError("fields")
-            if not isinstance(time_ms, int):
+            if not whole(time_ms):
                 raise ValueError("time")
             cert = Certificate.decode(cert_bytes)
         except (ValueError, TypeError, CertificateError):

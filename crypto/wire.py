@@ -24,6 +24,12 @@ def pack_with_tail(head: list[Any], tail: bytes) -> bytes:
     return b"".join([bytes([0x90 | count]), array[1:], b"\xc6", len(tail).to_bytes(4, "big"), tail])
 
 
+def whole(value: object, low: int = 0, high: int = 2**63 - 1) -> bool:
+    """An integer in [low, high] as msgpack carries it: booleans, which Python counts as 0 and
+    1, are not (a True where a version 1 belongs must not pass for it)."""
+    return type(value) is int and low <= value <= high
+
+
 def unpack(data: bytes, *, max_size: int) -> Any:
     """Unpack one msgpack value; raises ValueError on anything malformed or over the limits."""
     if len(data) > max_size:

@@ -281,3 +281,13 @@ def test_a_sequence_jump_costs_nothing_and_numbers_past_the_limit_change_nothing
     assert guard.is_fresh(sender, 2**62 - WINDOW + 1) and not guard.is_fresh(sender, -1)
     reloaded = ReplayGuard(tmp_path / "replay.sqlite")
     assert not reloaded.is_fresh(sender, 2**62) and reloaded.is_fresh(sender, 2**62 + 1)
+
+
+def test_an_envelope_whose_version_is_a_boolean_is_not_taken_for_version_1(net: Network) -> None:
+    # Found by `gossiprec bench fuzz`: True == 1 in Python, so a frame with True where its
+    # version belongs opened (the same message, but parsing must be strict about types).
+    now = time.time()
+    sealed = net.sealer("a").seal(b"x", net.members["b"].cert, KIND_MODEL, now)
+    assert sealed[:2] == b"\x93\x01"  # [1, header, ciphertext]
+    with pytest.raises(EnvelopeError):
+        net.opener("b").open(b"\x93\xc3" + sealed[2:], now)
