@@ -259,13 +259,15 @@ def fuzz(inputs: int, seed: int = 0, parsers: tuple[str, ...] = tuple(WEIGHTS),
     """`inputs` in all, shared over `parsers` by WEIGHTS; one Tally per parser."""
     rng = random.Random(seed)
     total_weight = sum(WEIGHTS[p] for p in parsers)
+    counts = {p: max(1, inputs * WEIGHTS[p] // total_weight) for p in parsers}
+    counts[parsers[0]] += max(0, inputs - sum(counts.values()))  # exactly `inputs` in all
     with tempfile.TemporaryDirectory(prefix="gossiprec-fuzz-") as tmp:
         world = Parsers(Path(tmp))
         try:
             tallies = []
             for parser in parsers:
                 tally = Tally(parser)
-                count = max(1, inputs * WEIGHTS[parser] // total_weight)
+                count = counts[parser]
                 stream = mutations(world.seeds(parser), rng)
                 started = time.perf_counter()
                 for index in range(count):
