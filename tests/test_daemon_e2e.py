@@ -88,6 +88,8 @@ def test_three_daemons_gossip_learn_recommend_and_survive_kill_9(
     # kill -9 node 1 while it trains; it restarts from its checkpoint with every interaction.
     victim = cluster[1]
     assert wait_for(lambda: victim.ask("status")["training_steps"] > 0, 10)
+    # ... and once a checkpoint holds merged models (a busy machine may take a while to write one).
+    assert wait_for(lambda: (victim.ask("status")["checkpoints"]["version"] or 0) > 0, 60)
     assert victim.signal(signal.SIGKILL) == -signal.SIGKILL
     _, meta = load_checkpoint(victim.config.parent / CHECKPOINT_FILE)
     assert meta["version"] > 0
