@@ -14,7 +14,7 @@ import os
 import tomllib
 import typing
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import Field, dataclass, field, fields, replace
+from dataclasses import MISSING, Field, dataclass, field, fields, replace
 from pathlib import Path
 from types import UnionType
 from typing import Any, ClassVar, Self
@@ -323,7 +323,7 @@ def _resolve(path: Path | None, environ: Mapping[str, str]) -> tuple[NodeConfig,
             full = f"{section}.{key}"
             raw, source = _lookup(full, item, table.get(section, {}).get(key), environ, path)
             if raw is None:
-                if item.default is item.default_factory:  # MISSING for both: required
+                if item.default is MISSING and item.default_factory is MISSING:  # required
                     raise ConfigError(
                         f"{full} is required. Fix: set it in node.toml ([{section}] {key} = ...) "
                         f"or the environment variable {env_name(full)}."

@@ -4,12 +4,13 @@ started with `gossiprec node run`, asked through its control socket."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -101,6 +102,19 @@ class Daemon:
 
     def output(self) -> str:
         return self.log.read_text() if self.log.exists() else ""
+
+
+@contextlib.contextmanager
+def started(configs: list[Path]) -> Iterator[list[Daemon]]:
+    """A daemon per config, started; all stopped afterwards."""
+    daemons = [Daemon(config) for config in configs]
+    for daemon in daemons:
+        daemon.start()
+    try:
+        yield daemons
+    finally:
+        for daemon in daemons:
+            daemon.stop()
 
 
 def wait_for(condition: Callable[[], bool], timeout: float, interval: float = 0.2) -> bool:

@@ -14,7 +14,7 @@ from gossiprec.node.checkpoint import load_checkpoint
 from gossiprec.node.node import CHECKPOINT_FILE
 from gossiprec.sim.broker import Mosquitto
 from gossiprec.sim.dataset import Dataset
-from tests.daemonnet import FAST_ENV, Daemon, alive_peers, gossiprec, init_nodes, wait_for
+from tests.daemonnet import FAST_ENV, Daemon, alive_peers, gossiprec, init_nodes, started, wait_for
 
 pytestmark = [pytest.mark.mosquitto, pytest.mark.slow]
 
@@ -29,15 +29,8 @@ def rows_of(dataset: Dataset, users: range) -> list[list[int]]:
 
 @pytest.fixture
 def cluster(tmp_path: Path, mosquitto: Mosquitto) -> Iterator[list[Daemon]]:
-    configs = init_nodes(tmp_path, mosquitto.url, 3)
-    daemons = [Daemon(config) for config in configs]
-    for daemon in daemons:
-        daemon.start()
-    try:
+    with started(init_nodes(tmp_path, mosquitto.url, 3)) as daemons:
         yield daemons
-    finally:
-        for daemon in daemons:
-            daemon.stop()
 
 
 def test_three_daemons_gossip_learn_recommend_and_survive_kill_9(

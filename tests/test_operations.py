@@ -24,7 +24,7 @@ from gossiprec.node.errors import ControlError
 from gossiprec.node.node import CHECKPOINT_FILE
 from gossiprec.sim.broker import Mosquitto
 from gossiprec.sim.compose import mosquitto_password_line
-from tests.daemonnet import Daemon, alive_peers, gossiprec, init_nodes, wait_for
+from tests.daemonnet import Daemon, alive_peers, gossiprec, init_nodes, started, wait_for
 
 pytestmark = [pytest.mark.mosquitto, pytest.mark.slow]
 
@@ -74,14 +74,8 @@ def stored_rows(data_dir: Path) -> set[Row]:
 
 @pytest.fixture
 def two_nodes(tmp_path: Path, mosquitto: Mosquitto) -> Iterator[list[Daemon]]:
-    daemons = [Daemon(config) for config in init_nodes(tmp_path, mosquitto.url, 2)]
-    for daemon in daemons:
-        daemon.start()
-    try:
+    with started(init_nodes(tmp_path, mosquitto.url, 2)) as daemons:
         yield daemons
-    finally:
-        for daemon in daemons:
-            daemon.stop()
 
 
 @pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGTERM])
@@ -126,10 +120,7 @@ def test_a_revocation_published_reaches_every_node_and_survives_restarts(
     tmp_path: Path, mosquitto: Mosquitto
 ) -> None:
     configs = init_nodes(tmp_path, mosquitto.url, 3)
-    daemons = [Daemon(config) for config in configs]
-    for daemon in daemons:
-        daemon.start()
-    try:
+    with started(configs) as daemons:
         ids = [d.wait_ready()["node_id"] for d in daemons]
         assert wait_for(lambda: all(alive_peers(d.ask("status")) == 2 for d in daemons), 30)
         ca = str(tmp_path / "ca")
@@ -160,9 +151,6 @@ def test_a_revocation_published_reaches_every_node_and_survives_restarts(
         assert wait_for(lambda: daemons[0].ask("status")["rejected"].get(
             "beacon:certificate_revoked", 0) >= 2, 30)  # fmt: skip
         assert refused(daemons[0]) and refused(daemons[1])
-    finally:
-        for daemon in daemons:
-            daemon.stop()
 
 
 def test_a_wrong_broker_password_makes_the_healthcheck_fail(tmp_path: Path) -> None:
