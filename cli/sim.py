@@ -19,6 +19,7 @@ from gossiprec.cli.output import Commands, emit_json, print_table
 from gossiprec.gossip.codec import CODECS
 from gossiprec.node.config import OPTIMIZERS, NodeConfig
 from gossiprec.node.errors import ConfigError
+from gossiprec.sim.attacks import ATTACKS
 from gossiprec.sim.config import template_default
 
 # Flags that write into the node template: flag, key, type, help.
@@ -85,6 +86,14 @@ def register(commands: Commands) -> None:
     sim.add_argument("--workers", type=int, default=None,
                      help="processes to deal the nodes over (default: one per core, up to 4, "
                           "from 200 nodes on; else 1)")  # fmt: skip
+    sim.add_argument("--attackers", type=float, default=0.0,
+                     help="share of the nodes that are compromised (valid certificates, "
+                          "modified protocol); needs --attack")  # fmt: skip
+    sim.add_argument("--attack", choices=ATTACKS, help="what the compromised nodes do")
+    sim.add_argument("--targets", type=int, default=5,
+                     help="cold items a promotion attack pushes (ER@10 in every run)")  # fmt: skip
+    sim.add_argument("--no-defence", action="store_true",
+                     help="trust every admitted peer (node key defence.enabled false)")  # fmt: skip
     sim.add_argument("--broker", help="mqtt://HOST:PORT (default: start one here)")
     sim.add_argument(
         "--out", type=Path, default=Path("sim-report"), help="where report.json and report.png go"
@@ -117,6 +126,8 @@ def node_template(args: argparse.Namespace, n_items: int) -> NodeConfig:
              for flag, key, _, _ in NODE_FLAGS}  # fmt: skip
     if given["train.period"][1] is None and given["gossip.period"][1] is not None:
         given["train.period"] = given["gossip.period"]
+    if args.no_defence:
+        given["defence.enabled"] = ("--no-defence", False)
     for key, (flag, value) in given.items():
         if value is None:
             continue
@@ -151,6 +162,9 @@ def run_sim(args: argparse.Namespace) -> int:
         late_joiners=args.late_joiners,
         eval_every=args.eval_every,
         workers=1 if args.workers is None else args.workers,
+        attackers=args.attackers,
+        attack=args.attack,
+        targets=args.targets,
     )
     split = leave_one_out(dataset, seed=args.seed)
     groups = partition_users(
@@ -217,6 +231,14 @@ def run_sim(args: argparse.Namespace) -> int:
             f"up to {gossip['pace_highest']:.2f}x (at the end {gossip['pace_final']:.2f}x) "
             f"the requested --period {config.node.gossip.period:g} s"
         )
+    attack = report["attack"]
+    print(
+        f"{attack['hostile_nodes']} compromised node(s) ({attack['kind'] or 'no attack'}), "
+        f"defence {'on' if attack['defence'] else 'off'}: honest HR@10 {gossip['hr10']:.3f}, "
+        f"ER@10 of {len(attack['targets'])} cold target items {attack['exposure10']:.3f}, "
+        f"honest model version {attack['honest_version']:.0f}; honest nodes cut "
+        f"{attack['clipped']} messages and hold {attack['quarantines']} quarantine(s)"
+    )
     if report["late_joiners"]:
         late = report["late_joiners"]
         print(

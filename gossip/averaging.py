@@ -17,43 +17,29 @@ import numpy as np
 from gossiprec.gossip.messages import Arrays, Rows
 
 
-def push_sum_merge(
-    local: Arrays, local_weight: float, remote: Arrays, remote_weight: float
-) -> float:
-    """Merge a push-sum share into `local` in place; returns the new local weight."""
-    total = local_weight + remote_weight
-    if total <= 0:
-        return local_weight
-    keep = local_weight / total
+def difference(remote: Arrays, base: Arrays, rows: Rows | None = None) -> Arrays:
+    """remote - base, a new array per name; only the rows `remote` carries where given."""
+    out = {}
     for name, values in remote.items():
-        target = local[name]
-        target *= keep
-        target += (1.0 - keep) * values
-    return total
+        index = None if rows is None else rows.get(name)
+        out[name] = values - (base[name] if index is None else base[name][index])
+    return out
 
 
-def pairwise_merge(local: Arrays, remote: Arrays, alpha: float, rows: Rows | None = None) -> None:
-    """local <- (1 - alpha) local + alpha remote, in place; only `rows` where given."""
+def move(local: Arrays, differences: Arrays, alpha: float, rows: Rows | None = None) -> None:
+    """local += alpha * differences, in place; only `rows` where given.
+
+    Every merge is one: push-sum with alpha = w' / (w + w') against the local model; B's half of
+    a pairwise exchange with its alpha against the local model; A's with the alpha B used against
+    the model A sent."""
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must lie in [0, 1], got {alpha}")
-    for name, values in remote.items():
-        target = local[name]
+    for name, values in differences.items():
         index = None if rows is None else rows.get(name)
         if index is None:
-            target += alpha * (values - target)
+            local[name] += alpha * values
         else:
-            target[index] += alpha * (values - target[index])
-
-
-def pairwise_reply_merge(local: Arrays, sent: Arrays, remote: Arrays, alpha: float,
-                         rows: Rows | None = None) -> None:  # fmt: skip
-    """local += alpha (remote - sent), in place: the initiator's half of a pairwise exchange."""
-    for name, values in remote.items():
-        index = None if rows is None else rows.get(name)
-        if index is None:
-            local[name] += alpha * (values - sent[name])
-        else:
-            local[name][index] += alpha * (values - sent[name][index])
+            local[name][index] += alpha * values
 
 
 def staleness_alpha(age_seconds: float, half_life: float, base: float = 0.5) -> float:

@@ -9,6 +9,7 @@ huge network keeps a bounded partial view and still samples peers uniformly.
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 
@@ -99,7 +100,7 @@ class Membership:
     def alive(self) -> list[bytes]:
         return [p.node_id for p in self.peers.values() if p.state is PeerState.ALIVE]
 
-    def sample(self, count: int) -> list[bytes]:
-        """Up to `count` distinct alive peers, uniformly at random."""
-        alive = sorted(self.alive())  # sorted: the same seed gives the same choice
+    def sample(self, count: int, shunned: Callable[[bytes], bool] | None = None) -> list[bytes]:
+        """Up to `count` distinct alive peers, uniformly at random, none of them `shunned`."""
+        alive = sorted(p for p in self.alive() if not (shunned and shunned(p)))  # seeded order
         return self._rng.sample(alive, min(count, len(alive)))

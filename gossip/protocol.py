@@ -7,17 +7,17 @@ decoded message; both return the messages to send. Every change of protocol stat
 from __future__ import annotations
 
 import random
+import statistics
 from dataclasses import dataclass, field, replace
 
-from gossiprec.gossip.averaging import (
-    pairwise_merge,
-    pairwise_reply_merge,
-    push_sum_merge,
-    staleness_alpha,
-)
+from gossiprec.gossip.adoption import Adoption
+from gossiprec.gossip.averaging import difference, move, staleness_alpha
+from gossiprec.gossip.clipping import Clipper
 from gossiprec.gossip.codec import Codec, select_rows
+from gossiprec.gossip.defence import DefenceConfig
 from gossiprec.gossip.membership import Membership, MembershipConfig, PeerState
 from gossiprec.gossip.messages import Arrays, Kind, ModelUpdate, Rows, Send
+from gossiprec.gossip.reputation import Reputation
 
 STRATEGIES = ("push-sum", "pairwise")
 MAX_VERSION_LEAD = 1_000
@@ -36,6 +36,9 @@ class GossipConfig:
     staleness_half_life: float = 30.0
     codec: Codec = field(default_factory=Codec)
     membership: MembershipConfig = field(default_factory=MembershipConfig)
+    # Bounds on what peers can do to this model (gossip/defence.py); None trusts every admitted
+    # peer completely (the node turns it on by default).
+    defence: DefenceConfig | None = None
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
@@ -52,6 +55,8 @@ class ProtocolStats:
     sent: int = 0
     merged: int = 0
     ignored: int = 0  # wrong arrays, or a reply to no outstanding request
+    clipped: int = 0  # merged messages the defence cut
+    refused: int = 0  # messages of rate-limited or quarantined peers, not merged
 
 
 @dataclass(frozen=True)
@@ -61,7 +66,12 @@ class PeerView:
     node_id: bytes
     state: PeerState
     last_seen: float
-    model_version: int
+    model_version: int  # as the peer claims it
+    clipped: int = 0  # its messages the defence cut
+    refused: int = 0  # its messages not merged (rate-limited or quarantined)
+    strikes: float = 0.0
+    quarantines: int = 0
+    quarantined: bool = False
 
 
 @dataclass(frozen=True)
@@ -76,6 +86,8 @@ class ProtocolStatus:
     merged: int
     ignored: int
     peers: tuple[PeerView, ...]
+    clipped: int = 0
+    refused: int = 0
 
     def alive(self) -> list[bytes]:
         return [p.node_id for p in self.peers if p.state is PeerState.ALIVE]
@@ -107,6 +119,11 @@ class GossipProtocol:
         self._outstanding: dict[bytes, ModelUpdate] = {}  # pairwise requests awaiting a reply
         self._cursor = 0  # sparse codecs: next row of the round-robin refresh
         self._next_tick = now + self._wait()
+        self._now = now
+        defence = config.defence
+        self._clipper = Clipper(defence) if defence else None
+        self._reputation = Reputation(defence) if defence else None
+        self._adoption: Adoption | None = None
 
     # -- what callers read -----------------------------------------------------------------------
 
@@ -126,10 +143,25 @@ class GossipProtocol:
         """A copy, safe to take beside a tick or merge in another thread (the peer table is
         copied in one step under the GIL before it is read)."""
         stats = self._stats
-        peers = tuple(PeerView(p.node_id, p.state, p.last_seen, p.model_version)
+        peers = tuple(self._view(p.node_id, p.state, p.last_seen, p.model_version)
                       for p in tuple(self._membership.peers.values()))  # fmt: skip
         return ProtocolStatus(self._version, self._weight, self._config.period, stats.rounds,
-                              stats.sent, stats.merged, stats.ignored, peers)  # fmt: skip
+                              stats.sent, stats.merged, stats.ignored, peers, stats.clipped,
+                              stats.refused)  # fmt: skip
+
+    def radii(self) -> dict[str, tuple[float, float]]:
+        """The defence's clip radii (per row, per array) for each array now; {} without it."""
+        if self._clipper is None:
+            return {}
+        return {name: self._clipper.radii(name, array) for name, array in self.params.items()}
+
+    def _view(self, peer: bytes, state: PeerState, last_seen: float, version: int) -> PeerView:
+        standing = self._reputation.known(peer) if self._reputation else None
+        if standing is None:
+            return PeerView(peer, state, last_seen, version)
+        return PeerView(peer, state, last_seen, version, standing.clipped, standing.refused,
+                        standing.strikes, standing.quarantines,
+                        self._now < standing.quarantined_until)  # fmt: skip
 
     # -- what changes the state ------------------------------------------------------------------
 
@@ -152,10 +184,13 @@ class GossipProtocol:
     def tick(self, now: float) -> list[Send]:
         """One gossip round if it is due: push to `fanout` peers sampled uniformly."""
         self._membership.update(now)
+        self._now = now
         if now < self._next_tick:
             return []
         self._next_tick = now + self._wait()
-        peers = self._membership.sample(self._config.fanout)
+        reputation = self._reputation
+        shunned = (lambda peer: reputation.quarantined(peer, now)) if reputation else None
+        peers = self._membership.sample(self._config.fanout, shunned)
         if not peers:
             return []
         self._stats.rounds += 1
@@ -188,17 +223,31 @@ class GossipProtocol:
         return ModelUpdate(kind, params, weight, self._version, now, rows, alpha, reply_to)
 
     def receive(self, peer: bytes, update: ModelUpdate, now: float) -> list[Send]:
+        self._now = now
         if set(update.params) != set(self.params):
             self._stats.ignored += 1
             return []
+        if self._reputation and not self._reputation.admits(peer, now, self._config.period):
+            self._stats.refused += 1
+            return []
         self._membership.messaged(peer, now, update.version)
+        rows = update.rows or None
+        # A fresh node meeting an established model adopts it rather than averaging (see
+        # ESTABLISHED); with the defence, as the median of several peers' (gossip/adoption.py).
+        adopting = self._version == 0 and self._established(update.version)
         replies = []
         if update.kind is Kind.PUSH_SUM:
-            self._weight = push_sum_merge(self.params, self._weight, update.params, update.weight)
+            weight = update.weight
+            if self._config.defence:
+                weight = min(weight, self._config.defence.max_weight_ratio * self._weight)
+            total = self._weight + weight
+            if total > 0:
+                self._merge(peer, self.params, update.params, weight / total, rows, now)
+                self._weight = total
         elif update.kind is Kind.MERGE_REQUEST:
             alpha = staleness_alpha(now - update.sent_at, self._config.staleness_half_life)
             mine, theirs = alpha, alpha  # how far this node moves; how far the requester will
-            if self._version == 0 and update.version >= ESTABLISHED:
+            if adopting:
                 mine, theirs = 1.0, 0.0
             elif update.version == 0 and self._version >= ESTABLISHED:
                 mine, theirs = 0.0, 1.0
@@ -206,20 +255,62 @@ class GossipProtocol:
             # opposite amounts and the sum is conserved for sparse codecs too (the adoption
             # of a fresh node aside).
             reply = self._snapshot(Kind.MERGE_REPLY, self._weight, now, theirs, update.sent_at,
-                                   update.rows or None)  # fmt: skip
+                                   rows)  # fmt: skip
             replies.append(Send(peer, reply))
-            pairwise_merge(self.params, update.params, mine, update.rows or None)
+            self._merge(peer, self.params, update.params, mine, rows, now, adopting)
         else:
             sent = self._outstanding.get(peer)
             if sent is None or sent.sent_at != update.reply_to:
                 self._stats.ignored += 1  # late, duplicate or unsolicited
                 return []
             del self._outstanding[peer]
-            pairwise_reply_merge(self.params, sent.params, update.params, update.alpha,
-                                 update.rows or None)  # fmt: skip
-        # A logical clock: a model is at least as far along as any model merged into it (a
-        # late joiner catches up at once); one peer can move it forward by MAX_VERSION_LEAD.
-        lead = min(update.version, self._version + MAX_VERSION_LEAD)
-        self._version = max(self._version, lead) + 1
+            alpha = update.alpha
+            if self._config.defence and not adopting:
+                # At most the weight this node would have chosen for a model that old.
+                age = now - sent.sent_at
+                alpha = min(alpha, staleness_alpha(age, self._config.staleness_half_life))
+            self._merge(peer, sent.params, update.params, alpha, rows, now, adopting)
+        if self._adoption is None or self._adoption.complete:
+            self._version = max(self._version, self._lead(update.version)) + 1
+            self._adoption = None
         self._stats.merged += 1
         return replies
+
+    def _established(self, claimed: int) -> bool:
+        """Whether a peer's model counts as established: by its word, or, with the defence, only
+        when this node's peers are by their median too."""
+        return claimed >= ESTABLISHED and self._lead(claimed) >= ESTABLISHED
+
+    def _lead(self, claimed: int) -> int:
+        """How far a merged model's claimed version carries this node's clock. A logical clock:
+        a model is at least as far along as any merged into it (a late joiner catches up at
+        once), but one peer moves it at most MAX_VERSION_LEAD, and with the defence no further
+        than the median version of this node's live peers."""
+        lead = min(claimed, self._version + MAX_VERSION_LEAD)
+        if self._config.defence:
+            versions = [p.model_version for p in self._membership.peers.values()
+                        if p.state is PeerState.ALIVE]  # fmt: skip
+            lead = min(lead, int(statistics.median_low(versions)) if versions else 0)
+        return lead
+
+    def _merge(self, peer: bytes, base: Arrays, remote: Arrays, alpha: float, rows: Rows | None,
+               now: float, adopting: bool = False) -> None:  # fmt: skip
+        """Move the local model by alpha * (remote - base): clipped and judged with the defence,
+        and into the adoption instead while this fresh node adopts an established model."""
+        if alpha == 0.0:
+            return
+        defence = self._config.defence
+        if defence is None or self._clipper is None or self._reputation is None:
+            move(self.params, difference(remote, base, rows), alpha, rows)
+            return
+        if adopting:
+            if self._adoption is None:
+                self._adoption = Adoption(self.params, defence.adopt_from)
+            self._adoption.offer(peer, remote, rows, self.params)
+            return
+        differences = difference(remote, base, rows)
+        local = self.params if rows is None else {n: a[rows[n]] for n, a in self.params.items()}
+        excess = self._clipper.clip(differences, local)
+        self._stats.clipped += excess > 1.0
+        self._reputation.judge(peer, excess, now)
+        move(self.params, differences, alpha, rows)

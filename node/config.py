@@ -143,6 +143,20 @@ class GossipSettings(Section):
 
 
 @dataclass(frozen=True)
+class DefenceSettings(Section):
+    """Bounds on what an admitted but compromised peer can do (gossip/defence.py)."""
+
+    NAME = "defence"
+    enabled: bool = setting(True, help="clip peers' differences; quarantine repeat offenders")
+    radius: float = setting(3.0, _between(1.0, 1_000.0), help="clip radius, x recent differences")
+    strike_at: float = setting(4.0, _between(1.01, 1e6), help="radii a strike's difference spans")
+    quarantine_at: float = setting(
+        4.0, _between(1.0, 1_000.0), help="strikes to quarantine a peer (half: rate-limited)"
+    )
+    quarantine_for: float = setting(300.0, _between(0.0, DAY), help="seconds a quarantine lasts")
+
+
+@dataclass(frozen=True)
 class ModelSettings(Section):
     NAME = "model"
     n_items: int = setting(
@@ -197,6 +211,7 @@ class NodeConfig:
     node: NodeSettings
     broker: BrokerSettings = field(default_factory=BrokerSettings)
     gossip: GossipSettings = field(default_factory=GossipSettings)
+    defence: DefenceSettings = field(default_factory=DefenceSettings)
     model: ModelSettings
     train: TrainSettings = field(default_factory=TrainSettings)
     control: ControlSettings = field(default_factory=ControlSettings)

@@ -20,13 +20,14 @@ from typing import Any
 import numpy as np
 
 from gossiprec.gossip.codec import Codec
+from gossiprec.gossip.defence import DefenceConfig
 from gossiprec.gossip.driver import GossipNode, Identity
 from gossiprec.gossip.fairlock import FairLock
 from gossiprec.gossip.membership import MembershipConfig
 from gossiprec.gossip.protocol import ESTABLISHED, GossipConfig, GossipProtocol, ProtocolStatus
 from gossiprec.gossip.transport import Transport
 from gossiprec.node.checkpoint import load_latest, previous_path, save_checkpoint
-from gossiprec.node.config import GossipSettings, ModelSettings, NodeConfig
+from gossiprec.node.config import DefenceSettings, GossipSettings, ModelSettings, NodeConfig
 from gossiprec.node.errors import CheckpointError, IngestError, NodeError
 from gossiprec.node.recommender import BPRMF, BPRConfig
 from gossiprec.node.store import PeerRow, Store
@@ -38,12 +39,18 @@ CHECKPOINT_FILE = "model.npz"
 TRAIN_CHUNK = 1  # steps per lock hold: a merge or a recommendation waits for one step at most
 
 
-def gossip_config(settings: GossipSettings) -> GossipConfig:
+def gossip_config(settings: GossipSettings, defence: DefenceSettings) -> GossipConfig:
     membership = MembershipConfig(suspect_after=settings.suspect_after,
                                   dead_after=settings.dead_after)  # fmt: skip
+    bounds = None
+    if defence.enabled:
+        bounds = DefenceConfig(radius=defence.radius, strike_at=defence.strike_at,
+                               limit_at=defence.quarantine_at / 2,
+                               quarantine_at=defence.quarantine_at,
+                               quarantine_for=defence.quarantine_for)  # fmt: skip
     return GossipConfig(strategy=settings.strategy, period=settings.period,
                         fanout=settings.fanout, codec=Codec(settings.codec),
-                        membership=membership)  # fmt: skip
+                        membership=membership, defence=bounds)  # fmt: skip
 
 
 def model_config(settings: ModelSettings) -> BPRConfig:
@@ -65,7 +72,10 @@ class Checkpoints:
 
 class Node:
     def __init__(self, config: NodeConfig, identity: Identity, transport: Transport, *,
-                 clock: Callable[[], float] = time.time) -> None:  # fmt: skip
+                 clock: Callable[[], float] = time.time,
+                 make_protocol: Callable[..., GossipProtocol] = GossipProtocol,
+                 ) -> None:  # fmt: skip
+        """`make_protocol` makes the gossip core (a simulation's hostile nodes bring their own)."""
         self.config = config
         self.identity = identity
         self.lock = FairLock()
@@ -80,9 +90,10 @@ class Node:
         self.last_loss: float | None = None
         # Each node its own protocol randomness (peer choice, jitter), reproducible per seed.
         seed = int.from_bytes(hashlib.sha256(identity.node_id).digest()[:8]) ^ config.model.seed
-        protocol = GossipProtocol(identity.node_id, self.model.shared_arrays(),
-                                  gossip_config(config.gossip), random.Random(seed), clock(),
-                                  version=meta.get("version", 0))  # fmt: skip
+        protocol = make_protocol(identity.node_id, self.model.shared_arrays(),
+                                 gossip_config(config.gossip, config.defence),
+                                 random.Random(seed), clock(),
+                                 version=meta.get("version", 0))  # fmt: skip
         self.gossip = GossipNode(identity, transport, protocol, config.data_dir / "gossip",
                                  heartbeat=config.gossip.heartbeat, clock=clock, lock=self.lock,
                                  status=self._beacon,

@@ -43,6 +43,9 @@ class SimConfig:
     late_join_at: float = 0.5
     eval_every: float = 5.0
     workers: int = 1  # processes the nodes are dealt over (see `default_workers`)
+    attackers: float = 0.0  # share of the nodes that are compromised (sim/attacks.py)
+    attack: str | None = None  # what they do: one of sim.attacks.ATTACKS
+    targets: int = 5  # promotion: cold items the attackers push
 
     def __post_init__(self) -> None:
         if self.duration <= 0 or self.eval_every <= 0:
@@ -53,6 +56,8 @@ class SimConfig:
             raise SimError("late_join_at must lie in (0, 1)")
         if self.workers < 1:
             raise SimError("--workers must be >= 1")
+        if not 0 <= self.attackers < 0.5 or (self.attackers > 0) != (self.attack is not None):
+            raise SimError("--attackers F (a share in [0, 0.5)) and --attack KIND go together")
 
     def as_dict(self) -> dict[str, object]:
         """Plain values for the report (the node template by section)."""

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import resource
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -25,10 +26,12 @@ from gossiprec.crypto.keys import NodeKeys
 from gossiprec.crypto.trust import TrustStore
 from gossiprec.gossip.driver import Identity, last_will, subscriptions
 from gossiprec.gossip.mqtt import MqttConfig, MqttTransport
+from gossiprec.gossip.protocol import GossipProtocol
 from gossiprec.gossip.transport import Transport
 from gossiprec.node.config import NodeConfig
 from gossiprec.node.node import Node
 from gossiprec.node.types import IntArray
+from gossiprec.sim.attacks import Attack, HostileProtocol
 from gossiprec.sim.broker import BrokerAddress
 from gossiprec.sim.config import SimConfig
 from gossiprec.sim.faults import LossyTransport
@@ -52,6 +55,7 @@ class HostSpec:
     heartbeat: float
     folder: Path  # node folders go under it
     seats: list[SeatSpec]
+    hostile: dict[int, Attack] = field(default_factory=dict)  # compromised seats and their attack
 
 
 @dataclass(frozen=True)
@@ -60,6 +64,9 @@ class SeatStats:
     merges: int
     dropped: int  # model messages the lossy transport threw away
     online: bool  # a node is running and holds its data
+    version: int = 0  # its model version (what the learning-rate schedule reads)
+    clipped: int = 0  # messages its defence cut, over every incarnation
+    quarantines: int = 0  # peers it has quarantined (now, in this incarnation)
 
 
 @dataclass(frozen=True)
@@ -106,16 +113,21 @@ class Seat:
         self.bytes_before = 0  # sent by earlier incarnations
         self.merges_before = 0
         self.dropped_before = 0
+        self.clipped_before = 0
 
     def stats(self) -> SeatStats:
         node = self.node
         transport = node.gossip.transport if node else None
         lossy = transport if isinstance(transport, LossyTransport) else None
+        status = node.gossip.status() if node else None
         return SeatStats(
             self.bytes_before + (transport.stats.bytes_out if transport else 0),
-            self.merges_before + (node.gossip.status().merged if node else 0),
+            self.merges_before + (status.merged if status else 0),
             self.dropped_before + (lossy.dropped if lossy else 0),
             node is not None and self.ingested and self.task is not None and not self.task.done(),
+            status.version if status else 0,
+            self.clipped_before + (status.clipped if status else 0),
+            sum(p.quarantines for p in status.peers) if status else 0,
         )
 
 
@@ -238,7 +250,9 @@ class NodeHost:
         """A Node on a fresh transport; on first use it ingests its users' interactions."""
         assert seat.identity is not None, "certify the seats before starting their nodes"
         transport = self._transport(seat, seat.identity)
-        seat.node = Node(self._node_config(seat), seat.identity, transport)
+        attack = self.spec.hostile.get(seat.spec.index)
+        make = functools.partial(HostileProtocol, attack=attack) if attack else GossipProtocol
+        seat.node = Node(self._node_config(seat), seat.identity, transport, make_protocol=make)
         if not seat.ingested:
             await seat.node.ingest(*seat.spec.pairs)
             seat.ingested = True
@@ -256,7 +270,9 @@ class NodeHost:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(node.gossip.leave(), 2.0)
                 seat.bytes_before += transport.stats.bytes_out
-                seat.merges_before += node.gossip.status().merged
+                status = node.gossip.status()
+                seat.merges_before += status.merged
+                seat.clipped_before += status.clipped
                 if isinstance(transport, LossyTransport):
                     seat.dropped_before += transport.dropped
                 self._rejected.update(node.gossip.rejected())

@@ -98,3 +98,17 @@ def user_hits(split: LeaveOneOut, score: Scorer, k: int = 10) -> np.ndarray:
     hits = np.full(split.n_users, np.nan)
     hits[users[split.test_item[users] >= 0]] = sampled_ranks(split, score, users) < k
     return hits
+
+
+def exposure(split: LeaveOneOut, score: Scorer, users: np.ndarray, targets: np.ndarray,
+             k: int = 10) -> float:  # fmt: skip
+    """ER@k: the share of `users` whose top k among the items they have not seen (in train or
+    validation) holds any of `targets`. Unscored items (NaN) never make a top k."""
+    if not len(users) or not len(targets):
+        return 0.0
+    all_items = np.broadcast_to(np.arange(split.n_items), (len(users), split.n_items))
+    scores = np.asarray(score(users, np.ascontiguousarray(all_items)), dtype=np.float64)
+    scores[np.isnan(scores) | split.seen_mask(users, include_valid=True)] = -np.inf
+    top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    hit = np.isin(top, targets) & np.isfinite(np.take_along_axis(scores, top, axis=1))
+    return float(hit.any(axis=1).mean())

@@ -78,6 +78,17 @@ def build_report(
             "pace_final": run.points[-1].pace,
             "rejected": run.rejected,
         },
+        "attack": {
+            "kind": config.attack,
+            "attackers": config.attackers,
+            "hostile_nodes": len(run.hostile),
+            "defence": config.node.defence.enabled,
+            "targets": run.targets,
+            "exposure10": run.final_exposure,
+            "honest_version": run.points[-1].version,
+            "clipped": run.clipped,
+            "quarantines": run.quarantines,
+        },
         "late_joiners": late_join_summary(run, central_hits),
         "baselines": [b.as_dict() for b in baselines],
         "series": [asdict(p) for p in run.points],
@@ -132,6 +143,9 @@ def plot(report: dict[str, Any], path: Path) -> None:
         xs = [p[x_key] for p in series]
         axis.plot(xs, [p["hr10"] for p in series], color="tab:blue", label="gossip HR@10")
         axis.plot(xs, [p["ndcg10"] for p in series], color="tab:orange", label="gossip NDCG@10")
+        if report["attack"]["kind"]:
+            axis.plot(xs, [p["exposure"] for p in series], color="tab:red",
+                      label="target ER@10")  # fmt: skip
         for name, style in (("centralized BPR-MF", "--"), ("local-only BPR-MF", ":")):
             if name in baselines:
                 short = name.split()[0]

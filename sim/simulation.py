@@ -26,11 +26,20 @@ import torch
 
 from gossiprec.crypto.authority import Authority
 from gossiprec.node.types import IntArray
+from gossiprec.sim.attacks import Attack, hostile_seats, promotion_targets
 from gossiprec.sim.baselines import train_and_valid_pairs
 from gossiprec.sim.broker import BrokerAddress
 from gossiprec.sim.config import SimConfig
 from gossiprec.sim.host import Host, HostSpec, NodeHost, SeatSpec, SeatStats
-from gossiprec.sim.metrics import Metrics, Scorer, evaluate, hit_rate, ndcg, sampled_ranks
+from gossiprec.sim.metrics import (
+    Metrics,
+    Scorer,
+    evaluate,
+    exposure,
+    hit_rate,
+    ndcg,
+    sampled_ranks,
+)
 from gossiprec.sim.pacing import Pacer
 from gossiprec.sim.split import LeaveOneOut
 from gossiprec.sim.workers import WorkerHost
@@ -52,6 +61,8 @@ class Point:
     online: int
     merges_per_node: float
     pace: float = 1.0  # the periods in effect, as a multiple of the requested ones
+    exposure: float = 0.0  # ER@10 of the promotion targets among honest users
+    version: float = 0.0  # median model version of the honest nodes online
 
 
 @dataclass
@@ -78,6 +89,14 @@ class SimRun:
     pace_highest: float = 1.0  # the most the periods were stretched (see sim/pacing.py)
     rejected: dict[str, int] = field(default_factory=dict)
     final: Metrics | None = None
+    hostile: list[int] = field(default_factory=list)  # the compromised nodes' seats
+    targets: list[int] = field(default_factory=list)  # items a promotion attack pushes
+    final_exposure: float = 0.0  # ER@10 of `targets` among honest users at the end
+    # Every evaluated user's final test rank (-1: not evaluated), so quality can be read off for
+    # any group of users afterwards (a run without attackers, on another run's honest users).
+    final_ranks: IntArray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    clipped: int = 0  # messages the honest nodes' defence cut
+    quarantines: int = 0  # quarantines honest nodes imposed (running nodes, at the end)
 
 
 def default_workers(nodes: int) -> int:
@@ -128,14 +147,26 @@ class Simulation:
             seats.append(SeatSpec(index, users, pairs))
         # Seats dealt round-robin, so late joiners and churn fall on every host alike.
         workers = max(1, min(config.workers, len(seats)))
+        # Promotion targets are drawn in every run, so a run without attackers measures their
+        # exposure too; attackers are drawn with their own generator (the rest stays as it was).
+        targets = promotion_targets(split.train_items, split.n_items, config.targets, config.seed)
+        hostile = {}
+        if config.attack:
+            seated = hostile_seats(len(seats), config.attackers, config.seed)
+            hostile = dict.fromkeys(seated, Attack(config.attack, tuple(targets)))
         specs = [HostSpec(config, broker, split.n_items, self.shards, heartbeat, folder,
-                          seats[w::workers]) for w in range(workers)]  # fmt: skip
+                          seats[w::workers], {i: a for i, a in hostile.items() if i % workers == w})
+                 for w in range(workers)]  # fmt: skip
         self.hosts: list[Host] = [NodeHost(specs[0])] + [WorkerHost(s) for s in specs[1:]]
         self.slots = [Slot(s.index, s.users, self.hosts[s.index % workers]) for s in seats]
         late = self._rng.sample(range(len(self.slots)), min(config.late_joiners, len(self.slots)))
         self.late = [self.slots[i] for i in sorted(late)]
         self.run = SimRun(nodes=len(self.slots), shards=self.shards,
-                          late_users=[int(u) for s in self.late for u in s.users])  # fmt: skip
+                          late_users=[int(u) for s in self.late for u in s.users],
+                          hostile=sorted(hostile), targets=targets)  # fmt: skip
+        # Quality is the honest nodes' only: a compromised node's users are not served.
+        self.honest = [s for s in self.slots if s.index not in hostile]
+        self._targets = np.asarray(targets, dtype=np.int64)
         self._network_hr10 = 0.0  # HR@10 of the nodes that started at once, at the last evaluation
         self.pacer = Pacer()
 
@@ -202,9 +233,17 @@ class Simulation:
             if not slot.online:
                 await self._start(slot, time.monotonic() - begin)
         self.run.points.append(await self._evaluate(time.monotonic() - begin))
+        everyone = np.concatenate([s.users for s in self.slots])
         scores = await self._scores(self.slots)
-        users = np.concatenate([s.users for s in self.slots])
+        ranked = everyone[self.split.test_item[everyone] >= 0]
+        self.run.final_ranks = np.full(self.split.n_users, -1, dtype=np.int64)
+        self.run.final_ranks[ranked] = sampled_ranks(self.split, scores, ranked)
+        users = np.concatenate([s.users for s in self.honest])
         self.run.final = evaluate(self.split, scores, users)
+        self.run.final_exposure = exposure(self.split, scores, users, self._targets)
+        stats = await self._stats(self.honest)
+        self.run.clipped = sum(seat.clipped for seat in stats.values())
+        self.run.quarantines = sum(seat.quarantines for seat in stats.values())
 
     async def _start(self, slot: Slot, now: float) -> None:
         await slot.host.start(slot.index)
@@ -264,17 +303,25 @@ class Simulation:
 
     async def _evaluate(self, now: float) -> Point:
         stats = await self._stats()
-        network_ranks = await self._ranks([s for s in self.slots if s not in self.late], stats)
+        network = [s for s in self.honest if s not in self.late]
+        network_ranks = await self._ranks(network, stats)
         self._network_hr10 = hit_rate(network_ranks, 10)
         ranks = np.concatenate([network_ranks, await self._ranks(self.late, stats)])
         online = [seat for seat in stats.values() if seat.online]
+        running = [s for s in network if stats[s.index].online]
+        exposed = 0.0
+        if running:
+            users = np.concatenate([s.users for s in running])
+            exposed = exposure(self.split, await self._scores(running), users, self._targets)
+        versions = [stats[s.index].version for s in running]
         return Point(now, sum(seat.bytes_out for seat in stats.values()) / 1e6,
                      hit_rate(ranks, 10), ndcg(ranks, 10), len(online),
                      float(np.mean([s.merges for s in online])) if online else 0.0,
-                     self.pacer.factor)  # fmt: skip
+                     self.pacer.factor, exposed,
+                     float(np.median(versions)) if versions else 0.0)  # fmt: skip
 
     async def _evaluate_late(self, now: float) -> None:
-        started = [s for s in self.late if s.joined_at is not None]
+        started = [s for s in self.late if s.joined_at is not None and s in self.honest]
         stats = await self._stats(started)
         joined = [s for s in started if stats[s.index].online]
         if not joined:
