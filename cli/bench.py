@@ -7,7 +7,10 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
+from gossiprec.cli.errors import UsageError
 from gossiprec.cli.output import Commands, emit_json, help_handler, print_table
+from gossiprec.cli.sim import add_run_arguments
+from gossiprec.sim.attacks import ATTACKS
 
 # The study's settings; each flag left out keeps StudyConfig's default (gossiprec.sim).
 STUDY_FLAGS = (
@@ -97,6 +100,21 @@ def register(commands: Commands) -> None:
     fuzzing.add_argument("--seed", type=int, default=0)
     fuzzing.add_argument("--json", action="store_true")
     fuzzing.set_defaults(handler=run_fuzz)
+    attacks = sub.add_parser(
+        "attacks",
+        help="compromised nodes against the defence: a table and a plot",
+        description="Runs the simulation `gossiprec sim` would run with the same flags: without "
+        "attackers (defence on, then off), then each --kinds attack by --attackers of the nodes "
+        "without the defence and with it. Prints honest HR@10 and NDCG@10 (on the users of the "
+        "nodes honest in the attack runs, in every run), the promotion targets' ER@10, the "
+        "honest model version, and the messages the defence cut; writes attacks.json and "
+        "attacks.png to --out.",
+    )
+    add_run_arguments(attacks)
+    attacks.add_argument("--kinds", nargs="+", choices=ATTACKS, default=list(ATTACKS))
+    attacks.add_argument("--out", type=Path, default=Path("attack-report"))
+    attacks.add_argument("--json", action="store_true")
+    attacks.set_defaults(handler=run_attacks, attackers=0.1)
     bench.set_defaults(handler=help_handler(bench))
 
 
@@ -163,6 +181,28 @@ def run_one_user(args: argparse.Namespace) -> int:
         emit_json({"config": dataclasses.asdict(config), "points": points_json})
         return 0
     print_table(["round", f"HR@10 ({args.on})"], [[r, f"{h:.4f}"] for r, h in points])
+    return 0
+
+
+def run_attacks(args: argparse.Namespace) -> int:
+    import json
+
+    from gossiprec.cli.bench_attacks import HEADERS, compare, plot, table
+    from gossiprec.cli.progress import bars
+
+    if not 0 < args.attackers < 0.5:
+        raise UsageError("--attackers must lie in (0, 0.5): the share of compromised nodes")
+    rows = compare(args, args.kinds, bars(not args.json))
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "attacks.json").write_text(json.dumps(rows, indent=2) + "\n")
+    title = (f"gossiprec bench attacks: {args.attackers:.0%} of {rows[0]['nodes']} nodes "
+             f"compromised, {args.users_per_node} user(s)/node, {args.duration:.0f} s")  # fmt: skip
+    plot(rows, args.out / "attacks.png", title)
+    if args.json:
+        emit_json(rows)
+        return 0
+    print_table(HEADERS, table(rows))
+    print(f"{title}\nreport: {args.out / 'attacks.json'}  plot: {args.out / 'attacks.png'}")
     return 0
 
 

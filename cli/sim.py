@@ -11,7 +11,7 @@ import asyncio
 import dataclasses
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gossiprec.cli.data import add_dataset_arguments
 from gossiprec.cli.errors import UsageError
@@ -21,6 +21,12 @@ from gossiprec.node.config import OPTIMIZERS, NodeConfig
 from gossiprec.node.errors import ConfigError
 from gossiprec.sim.attacks import ATTACKS
 from gossiprec.sim.config import template_default
+
+if TYPE_CHECKING:
+    from gossiprec.node.types import IntArray
+    from gossiprec.sim.config import SimConfig
+    from gossiprec.sim.dataset import Dataset
+    from gossiprec.sim.split import LeaveOneOut
 
 # Flags that write into the node template: flag, key, type, help.
 NODE_FLAGS: tuple[tuple[str, str, type, str], ...] = (
@@ -53,48 +59,7 @@ def register(commands: Commands) -> None:
         "report.json and report.png to --out. Broker: --broker, else mosquitto from PATH on "
         "a free loopback port, else an embedded amqtt.",
     )
-    add_dataset_arguments(sim)
-    sim.add_argument(
-        "--users-per-node",
-        type=int,
-        default=30,
-        help="1 = one device per user (943 nodes on ML-100K)",
-    )
-    sim.add_argument("--nodes", type=int, help="use only the first N nodes (default: all)")
-    sim.add_argument(
-        "--alpha",
-        type=float,
-        help="non-IID: Dirichlet concentration of each node's genre mix "
-        "(small = one taste per node); default: users dealt at random",
-    )
-    sim.add_argument("--duration", type=float, default=90.0, help="seconds of gossip")
-    for flag, key, kind, text in NODE_FLAGS:
-        default = "--period" if key == "train.period" else template_default(key)
-        sim.add_argument(flag, type=kind, choices=CHOICES.get(key),
-                         help=f"{text} [node key {key}; default {default}]")  # fmt: skip
-    sim.add_argument("--seed", type=int, default=0)
-    sim.add_argument(
-        "--churn",
-        type=float,
-        default=0.0,
-        help="chance per node per minute of going offline for --downtime s",
-    )
-    sim.add_argument("--downtime", type=float, default=10.0)
-    sim.add_argument("--drop", type=float, default=0.0, help="share of model messages lost")
-    sim.add_argument("--late-joiners", type=int, default=0, help="nodes that join halfway through")
-    sim.add_argument("--eval-every", type=float, default=5.0, help="seconds between evaluations")
-    sim.add_argument("--workers", type=int, default=None,
-                     help="processes to deal the nodes over (default: one per core, up to 4, "
-                          "from 200 nodes on; else 1)")  # fmt: skip
-    sim.add_argument("--attackers", type=float, default=0.0,
-                     help="share of the nodes that are compromised (valid certificates, "
-                          "modified protocol); needs --attack")  # fmt: skip
-    sim.add_argument("--attack", choices=ATTACKS, help="what the compromised nodes do")
-    sim.add_argument("--targets", type=int, default=5,
-                     help="cold items a promotion attack pushes (ER@10 in every run)")  # fmt: skip
-    sim.add_argument("--no-defence", action="store_true",
-                     help="trust every admitted peer (node key defence.enabled false)")  # fmt: skip
-    sim.add_argument("--broker", help="mqtt://HOST:PORT (default: start one here)")
+    add_run_arguments(sim)
     sim.add_argument(
         "--out", type=Path, default=Path("sim-report"), help="where report.json and report.png go"
     )
@@ -115,6 +80,73 @@ def register(commands: Commands) -> None:
     docker.add_argument("--seed", type=int, default=0)
     docker.add_argument("--json", action="store_true")
     docker.set_defaults(handler=run_docker)
+
+
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """What a simulation runs: data, nodes, their settings, faults and attackers."""
+    add_dataset_arguments(parser)
+    parser.add_argument(
+        "--users-per-node",
+        type=int,
+        default=30,
+        help="1 = one device per user (943 nodes on ML-100K)",
+    )
+    parser.add_argument("--nodes", type=int, help="use only the first N nodes (default: all)")
+    parser.add_argument(
+        "--alpha",
+        type=float,
+        help="non-IID: Dirichlet concentration of each node's genre mix "
+        "(small = one taste per node); default: users dealt at random",
+    )
+    parser.add_argument("--duration", type=float, default=90.0, help="seconds of gossip")
+    for flag, key, kind, text in NODE_FLAGS:
+        default = "--period" if key == "train.period" else template_default(key)
+        parser.add_argument(
+            flag,
+            type=kind,
+            choices=CHOICES.get(key),
+            help=f"{text} [node key {key}; default {default}]",
+        )
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--churn",
+        type=float,
+        default=0.0,
+        help="chance per node per minute of going offline for --downtime s",
+    )
+    parser.add_argument("--downtime", type=float, default=10.0)
+    parser.add_argument("--drop", type=float, default=0.0, help="share of model messages lost")
+    parser.add_argument(
+        "--late-joiners", type=int, default=0, help="nodes that join halfway through"
+    )
+    parser.add_argument("--eval-every", type=float, default=5.0, help="seconds between evaluations")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="processes to deal the nodes over (default: one per core, up to 4, "
+        "from 200 nodes on; else 1)",
+    )
+    parser.add_argument(
+        "--attackers",
+        type=float,
+        default=0.0,
+        help="share of the nodes that are compromised (valid certificates, "
+        "modified protocol); needs --attack",
+    )
+    parser.add_argument("--attack", choices=ATTACKS, help="what the compromised nodes do")
+    parser.add_argument(
+        "--targets",
+        type=int,
+        default=5,
+        help="cold items a promotion attack pushes (ER@10 in every run)",
+    )
+    parser.add_argument(
+        "--no-defence",
+        action="store_true",
+        help="trust every admitted peer (node key defence.enabled false)",
+    )
+    parser.add_argument("--broker", help="mqtt://HOST:PORT (default: start one here)")
 
 
 def node_template(args: argparse.Namespace, n_items: int) -> NodeConfig:
@@ -138,17 +170,14 @@ def node_template(args: argparse.Namespace, n_items: int) -> NodeConfig:
     return template
 
 
-def run_sim(args: argparse.Namespace) -> int:
+def prepare(args: argparse.Namespace) -> tuple[Dataset, LeaveOneOut, list[IntArray], SimConfig]:
+    """The dataset, its split, the users of each node and the run's configuration."""
     import numpy as np
 
-    from gossiprec.cli.progress import bars
-    from gossiprec.sim.baselines import centralized, local_only, popularity
-    from gossiprec.sim.broker import any_broker
     from gossiprec.sim.catalog import load_dataset
     from gossiprec.sim.config import SimConfig
     from gossiprec.sim.partition import partition_users
-    from gossiprec.sim.report import SUMMARY_HEADERS, build_report, summary_rows, write_report
-    from gossiprec.sim.simulation import default_workers, simulate
+    from gossiprec.sim.simulation import default_workers
     from gossiprec.sim.split import leave_one_out, restrict
 
     dataset = load_dataset(args.dataset, args.data, args.seed)
@@ -179,6 +208,17 @@ def run_sim(args: argparse.Namespace) -> int:
         split = restrict(split, np.concatenate(groups))
     if args.workers is None:
         config = dataclasses.replace(config, workers=default_workers(len(groups)))
+    return dataset, split, groups, config
+
+
+def run_sim(args: argparse.Namespace) -> int:
+    from gossiprec.cli.progress import bars
+    from gossiprec.sim.baselines import centralized, local_only, popularity
+    from gossiprec.sim.broker import any_broker
+    from gossiprec.sim.report import SUMMARY_HEADERS, build_report, summary_rows, write_report
+    from gossiprec.sim.simulation import simulate
+
+    dataset, split, groups, config = prepare(args)
     track = bars(not args.json or sys.stderr.isatty())
     baselines = [
         centralized(split, track=track),

@@ -8,8 +8,8 @@ taken at its word (ClippedGossip: He, Karimireddy and Jaggi, ICLR 2023):
   then quarantined for a while (gossip/reputation.py);
 - the merge weight of a reply is at most the one this node would have chosen, a push-sum weight
   at most `max_weight_ratio` times this node's own;
-- the model version a peer claims moves this node's only as far as the median of its peers'
-  versions (so a few peers cannot run down everyone's learning-rate schedule);
+- the model version a peer claims moves this node's only as far as the upper quartile of its
+  peers' versions (so a few peers cannot run down everyone's learning-rate schedule);
 - a fresh node adopts an established model only as the element-wise median of several
   established peers' models (gossip/adoption.py), never one peer's word.
 """

@@ -7,7 +7,6 @@ decoded message; both return the messages to send. Every change of protocol stat
 from __future__ import annotations
 
 import random
-import statistics
 from dataclasses import dataclass, field, replace
 
 from gossiprec.gossip.adoption import Adoption
@@ -278,19 +277,20 @@ class GossipProtocol:
 
     def _established(self, claimed: int) -> bool:
         """Whether a peer's model counts as established: by its word, or, with the defence, only
-        when this node's peers are by their median too."""
+        when this node's peers are too (see `_lead`)."""
         return claimed >= ESTABLISHED and self._lead(claimed) >= ESTABLISHED
 
     def _lead(self, claimed: int) -> int:
         """How far a merged model's claimed version carries this node's clock. A logical clock:
         a model is at least as far along as any merged into it (a late joiner catches up at
         once), but one peer moves it at most MAX_VERSION_LEAD, and with the defence no further
-        than the median version of this node's live peers."""
+        than the upper quartile of its live peers' versions: as fast as the honest network's
+        clock while fewer than a quarter of its peers lie."""
         lead = min(claimed, self._version + MAX_VERSION_LEAD)
         if self._config.defence:
-            versions = [p.model_version for p in self._membership.peers.values()
-                        if p.state is PeerState.ALIVE]  # fmt: skip
-            lead = min(lead, int(statistics.median_low(versions)) if versions else 0)
+            versions = sorted(p.model_version for p in self._membership.peers.values()
+                              if p.state is PeerState.ALIVE)  # fmt: skip
+            lead = min(lead, versions[3 * (len(versions) - 1) // 4] if versions else 0)
         return lead
 
     def _merge(self, peer: bytes, base: Arrays, remote: Arrays, alpha: float, rows: Rows | None,
