@@ -110,8 +110,11 @@ def register(commands: Commands) -> None:
         "honest model version, and the messages the defence cut; writes attacks.json and "
         "attacks.png to --out.",
     )
-    add_run_arguments(attacks)
+    add_run_arguments(attacks, attack=False)
     attacks.add_argument("--kinds", nargs="+", choices=ATTACKS, default=list(ATTACKS))
+    attacks.add_argument("--on", choices=["test", "valid"], default="test",
+                         help="valid: nodes train on the train split only and are scored on "
+                              "validation (to choose settings)")  # fmt: skip
     attacks.add_argument("--out", type=Path, default=Path("attack-report"))
     attacks.add_argument("--json", action="store_true")
     attacks.set_defaults(handler=run_attacks, attackers=0.1)

@@ -24,7 +24,7 @@ from gossiprec.sim.broker import BrokerAddress, any_broker
 from gossiprec.sim.config import SimConfig
 from gossiprec.sim.progress import Tracker
 from gossiprec.sim.simulation import SimRun, simulate
-from gossiprec.sim.split import LeaveOneOut
+from gossiprec.sim.split import LeaveOneOut, as_validation
 
 HEADERS = ["attack", "defence", "honest HR@10", "vs no attack", "NDCG@10", "target ER@10",
            "honest version", "clipped", "quarantines"]  # fmt: skip
@@ -32,6 +32,8 @@ HEADERS = ["attack", "defence", "honest HR@10", "vs no attack", "NDCG@10", "targ
 
 def compare(args: argparse.Namespace, kinds: list[str], track: Tracker) -> list[dict[str, Any]]:
     _, split, groups, config = prepare(argparse.Namespace(**{**vars(args), "attackers": 0.0}))
+    if args.on == "valid":  # to choose the defence's settings: test is never looked at
+        split = as_validation(split)
     spared = set(hostile_seats(len(groups), args.attackers, config.seed))
     honest = np.concatenate([g for i, g in enumerate(groups) if i not in spared])
     plan: list[tuple[str | None, bool]] = [(None, True), (None, False)]

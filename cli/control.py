@@ -107,17 +107,19 @@ def run_status(args: argparse.Namespace) -> int:
         ["bytes in/out", f"{megabytes(status['bytes_in'])} / {megabytes(status['bytes_out'])} "
                          f"({status['messages_in']} / {status['messages_out']} messages)"],
         ["rejected", rejected],
+        ["defence", _defence(status["defence"])],
     ])  # fmt: skip
     peers = status["peers"]
     counts = {s: sum(p["state"] == s for p in peers) for s in ("alive", "suspect", "dead")}
     print(f"\npeers: {counts['alive']} alive, {counts['suspect']} suspect, {counts['dead']} dead")
     if peers:
         headers = ["peer", "state", "last seen", "msgs in", "msgs out", "bytes in", "bytes out",
-                   "model age", "trust"]  # fmt: skip
+                   "model age", "clipped", "standing", "trust"]  # fmt: skip
         print_table(headers, [[p["node_id"][:12], p["state"], duration(p["last_seen"]),
                                p["messages_in"], p["messages_out"], p["bytes_in"], p["bytes_out"],
                                "-" if p["model_age"] is None else duration(p["model_age"]),
-                               p["trust"]] for p in peers])  # fmt: skip
+                               p["clipped"], _standing(p), p["trust"]]
+                              for p in peers])  # fmt: skip
     return 0
 
 
@@ -126,14 +128,16 @@ def run_peers(args: argparse.Namespace) -> int:
     if args.json:
         emit_json(nodes)
         return 0
-    headers = ["node", "state", "beacon age", "model version", "uptime", "codec"]
+    headers = ["node", "state", "beacon age", "model version", "uptime", "codec", "clipped",
+               "quarantined"]  # fmt: skip
     rows = []
     for n in nodes:
         said = n["status"]  # what the node says about itself, signed but not vouched for
         uptime = said.get("uptime")
         rows.append([n["node_id"][:12], n["state"], duration(n["last_seen"]), n["model_version"],
                      duration(uptime) if isinstance(uptime, int | float) else "-",
-                     str(said.get("codec", "-"))])  # fmt: skip
+                     str(said.get("codec", "-")), n["clipped"],
+                     "yes" if n["quarantined"] else "no"])  # fmt: skip
     print_table(headers, rows)
     return 0
 
@@ -178,6 +182,19 @@ def run_ingest(args: argparse.Namespace) -> int:
         print(f"stored {added} new of {received} interactions "
               f"(node now holds {result['interactions']})")  # fmt: skip
     return 0
+
+
+def _defence(defence: dict[str, Any]) -> str:
+    if not defence["enabled"]:
+        return "off: every admitted peer is trusted"
+    return (f"{defence['clipped']} messages cut, {defence['refused']} refused, "
+            f"{defence['quarantined']} peer(s) quarantined")  # fmt: skip
+
+
+def _standing(peer: dict[str, Any]) -> str:
+    if peer["quarantined"]:
+        return "quarantined"
+    return f"{peer['strikes']:.2g} strikes" if peer["strikes"] else "ok"
 
 
 def duration(seconds: float) -> str:

@@ -44,6 +44,9 @@ NODE_FLAGS: tuple[tuple[str, str, type, str], ...] = (
      "model versions (merges) after which --lr halves (0 = constant)"),
     ("--clip", "model.clip", float, "largest item gradient norm per step (0 = none)"),
     ("--optimizer", "model.optimizer", str, "optimizer of the item parameters"),
+    ("--defence-radius", "defence.radius", float, "clip radius, x the median recent difference"),
+    ("--strike-at", "defence.strike_at", float, "radii a difference spans to be a strike"),
+    ("--quarantine-at", "defence.quarantine_at", float, "strikes that quarantine a peer"),
 )  # fmt: skip
 CHOICES = {"gossip.codec": CODECS, "model.optimizer": OPTIMIZERS}
 
@@ -82,8 +85,9 @@ def register(commands: Commands) -> None:
     docker.set_defaults(handler=run_docker)
 
 
-def add_run_arguments(parser: argparse.ArgumentParser) -> None:
-    """What a simulation runs: data, nodes, their settings, faults and attackers."""
+def add_run_arguments(parser: argparse.ArgumentParser, *, attack: bool = True) -> None:
+    """What a simulation runs: data, nodes, their settings, faults and (`attack`) attackers; the
+    share of attackers and the promotion targets always."""
     add_dataset_arguments(parser)
     parser.add_argument(
         "--users-per-node",
@@ -134,19 +138,17 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
         help="share of the nodes that are compromised (valid certificates, "
         "modified protocol); needs --attack",
     )
-    parser.add_argument("--attack", choices=ATTACKS, help="what the compromised nodes do")
     parser.add_argument(
         "--targets",
         type=int,
         default=5,
         help="cold items a promotion attack pushes (ER@10 in every run)",
     )
-    parser.add_argument(
-        "--no-defence",
-        action="store_true",
-        help="trust every admitted peer (node key defence.enabled false)",
-    )
     parser.add_argument("--broker", help="mqtt://HOST:PORT (default: start one here)")
+    if attack:
+        parser.add_argument("--attack", choices=ATTACKS, help="what the compromised nodes do")
+        parser.add_argument("--no-defence", action="store_true",
+                            help="trust every admitted peer (defence.enabled false)")  # fmt: skip
 
 
 def node_template(args: argparse.Namespace, n_items: int) -> NodeConfig:
@@ -158,7 +160,7 @@ def node_template(args: argparse.Namespace, n_items: int) -> NodeConfig:
              for flag, key, _, _ in NODE_FLAGS}  # fmt: skip
     if given["train.period"][1] is None and given["gossip.period"][1] is not None:
         given["train.period"] = given["gossip.period"]
-    if args.no_defence:
+    if getattr(args, "no_defence", False):
         given["defence.enabled"] = ("--no-defence", False)
     for key, (flag, value) in given.items():
         if value is None:
@@ -192,7 +194,7 @@ def prepare(args: argparse.Namespace) -> tuple[Dataset, LeaveOneOut, list[IntArr
         eval_every=args.eval_every,
         workers=1 if args.workers is None else args.workers,
         attackers=args.attackers,
-        attack=args.attack,
+        attack=getattr(args, "attack", None),
         targets=args.targets,
     )
     split = leave_one_out(dataset, seed=args.seed)

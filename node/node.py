@@ -281,6 +281,13 @@ class Node:
             "updates_out": gossip.counters.updates_sent,
             "rejected": gossip.rejected(),
             "codec": gossip.counters.codec.as_dict(),
+            "defence": {
+                "enabled": self.config.defence.enabled,
+                "clipped": protocol.clipped,  # merged messages it cut
+                "refused": protocol.refused,  # messages of rate-limited or quarantined peers
+                "quarantined": sum(p.quarantined for p in protocol.peers),
+                "radii": _radii(gossip.radii()),
+            },
             "peers": self.peer_table(protocol),
         }
 
@@ -302,6 +309,10 @@ class Node:
                 "bytes_out": traffic.bytes_out if traffic else 0,
                 "model_age": None if last_model is None else now - last_model,
                 "trust": _trust(certificate.not_after if certificate else None, now),
+                "clipped": peer.clipped,
+                "refused": peer.refused,
+                "strikes": peer.strikes,
+                "quarantined": peer.quarantined,
             })  # fmt: skip
         return sorted(rows, key=lambda row: (row["state"], row["node_id"]))
 
@@ -309,22 +320,32 @@ class Node:
         """Every node whose signed beacon this node holds: the network as presence shows it."""
         now = self._clock()
         protocol = self.gossip.status()
-        states = {p.node_id: p.state.value for p in protocol.peers}
+        views = {p.node_id: p for p in protocol.peers}
         rows = [{"node_id": self.identity.node_id.hex(), "state": "self", "last_seen": 0.0,
-                 "model_version": protocol.version, "status": self._beacon()}]  # fmt: skip
+                 "model_version": protocol.version, "status": self._beacon(), "clipped": 0,
+                 "quarantined": False}]  # fmt: skip
         for node_id, presence in sorted(self.gossip.presence.items()):
             # What a peer says about itself stays under "status": it can never pose as another
             # node's id, state or version.
-            rows.append({"node_id": node_id.hex(), "state": states.get(node_id, "unsampled"),
+            view = views.get(node_id)
+            rows.append({"node_id": node_id.hex(),
+                         "state": view.state.value if view else "unsampled",
                          "last_seen": now - presence.last_seen,
                          "model_version": presence.model_version,
-                         "status": presence.status})  # fmt: skip
+                         "status": presence.status,
+                         "clipped": view.clipped if view else 0,
+                         "quarantined": view.quarantined if view else False})  # fmt: skip
         return rows
 
     def _peer_rows(self) -> list[PeerRow]:
         return [PeerRow(bytes.fromhex(r["node_id"]), r["state"], self._clock() - r["last_seen"],
                         r["messages_in"], r["messages_out"], r["bytes_in"], r["bytes_out"])
                 for r in self.peer_table()]  # fmt: skip
+
+
+def _radii(radii: dict[str, tuple[float, float]]) -> dict[str, dict[str, float]]:
+    """How far one message may move each array now: per row, and as a whole."""
+    return {name: {"row": row, "array": array} for name, (row, array) in radii.items()}
 
 
 def _trust(not_after: float | None, now: float) -> str:

@@ -36,7 +36,14 @@ def node_metrics(status: dict[str, Any]) -> list[Metric]:
     peers = GaugeMetricFamily("gossiprec_peers", "peers in this node's view", labels=["state"])
     for state in PEER_STATES:
         peers.add_metric([state], sum(p["state"] == state for p in status["peers"]))
-    broker = status["broker"]
+    broker, defence = status["broker"], status["defence"]
+    clipped = CounterMetricFamily("gossiprec_peer_clipped", "a peer's messages the defence cut",
+                                  labels=["peer"])  # fmt: skip
+    quarantined = GaugeMetricFamily("gossiprec_peer_quarantined", "1 while a peer is quarantined",
+                                    labels=["peer"])  # fmt: skip
+    for peer in status["peers"]:
+        clipped.add_metric([peer["node_id"]], peer["clipped"])
+        quarantined.add_metric([peer["node_id"]], int(peer["quarantined"]))
     return [
         gauge("uptime_seconds", "seconds since the node started", status["uptime"]),
         gauge("broker_connected", "1 while the MQTT link is up", int(broker["connected"])),
@@ -50,6 +57,11 @@ def node_metrics(status: dict[str, Any]) -> list[Metric]:
         counter("messages_out", "messages sent", status["messages_out"]),
         rejected,
         peers,
+        counter("clipped", "merged messages the defence cut", defence["clipped"]),
+        counter("refused", "messages of rate-limited or quarantined peers", defence["refused"]),
+        gauge("quarantined_peers", "peers quarantined now", defence["quarantined"]),
+        clipped,
+        quarantined,
     ]
 
 

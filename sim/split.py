@@ -104,3 +104,10 @@ def restrict(split: LeaveOneOut, users: IntArray) -> LeaveOneOut:
     return replace(split, train_users=split.train_users[keep], train_items=split.train_items[keep],
                    valid_item=np.where(keep_user, split.valid_item, -1),
                    test_item=np.where(keep_user, split.test_item, -1))  # fmt: skip
+
+
+def as_validation(split: LeaveOneOut) -> LeaveOneOut:
+    """The split that tunes a setting: the validation item is held out as the test item, and
+    the real test items are gone, so whatever trains on it and is scored on it never sees test."""
+    return replace(split, test_item=split.valid_item, test_negatives=split.valid_negatives,
+                   valid_item=np.full(split.n_users, -1, dtype=np.int64))  # fmt: skip

@@ -211,10 +211,34 @@ async def test_metrics_are_served_on_loopback_in_prometheus_text(tmp_path: Path)
     assert 'gossiprec_rejected_total{reason="decode:shape"} 2.0' in lines
     assert "gossiprec_broker_connected 1.0" in lines
     assert 'gossiprec_peers{state="alive"} 0.0' in lines
-    assert len(node_metrics(node.status())) == 12
+    assert len(node_metrics(node.status())) == 17
     # The process and Python collectors ride along.
     assert any(line.startswith("process_resident_memory_bytes ") for line in lines)
     assert any(line.startswith("python_gc_collections_total") for line in lines)
+
+
+async def test_status_and_metrics_show_what_the_defence_cut_and_whom_it_quarantined(
+    tmp_path: Path,
+) -> None:
+    identity, broker = admit(Authority.create(tmp_path / "ca", "unit")), InMemoryBroker()
+    async with started(tmp_path / "n", identity, broker) as node:
+        hostile, protocol = b"h" * 16, node.gossip.protocol
+        huge = {name: np.full_like(array, 1e3) for name, array in protocol.params.items()}
+        for second in range(12):  # one a second: past the rate limit, into quarantine
+            at = time.time() + 10 * second
+            update = ModelUpdate(Kind.MERGE_REQUEST, huge, version=5, sent_at=at)
+            with node.lock:
+                protocol.receive(hostile, update, at)
+        status = node.status()
+    assert np.abs(protocol.params["item_embedding"]).max() < 1.0  # never near the 1e3 sent
+    [peer] = status["peers"]
+    assert peer["quarantined"] and peer["clipped"] >= 4
+    assert status["defence"]["quarantined"] == 1 and status["defence"]["refused"] >= 1
+    assert status["defence"]["radii"]["item_embedding"]["row"] > 0
+    text = {str(m.name): m.samples for m in node_metrics(status)}
+    assert text["gossiprec_peer_quarantined"][0].value == 1
+    assert text["gossiprec_peer_clipped"][0].value == peer["clipped"]
+    assert text["gossiprec_peer_clipped"][0].labels == {"peer": hostile.hex()}
 
 
 def test_json_log_lines_carry_level_logger_and_message() -> None:

@@ -31,8 +31,10 @@ def small(split: LeaveOneOut, nodes: int, users_per_node: int) -> tuple[LeaveOne
     return restrict(split, np.concatenate(groups)), groups
 
 
-def run(split: LeaveOneOut, groups: list, broker: BrokerAddress, **options: float) -> SimRun:  # type: ignore[type-arg]
-    node = node_template(split.n_items).changed({"gossip.period": 0.5, "train.period": 0.5})
+def run(split: LeaveOneOut, groups: list, broker: BrokerAddress, *, defence: bool = True,  # type: ignore[type-arg]
+        **options: float | str) -> SimRun:  # fmt: skip
+    node = node_template(split.n_items).changed({"gossip.period": 0.5, "train.period": 0.5,
+                                                 "defence.enabled": defence})  # fmt: skip
     config = SimConfig(node, **{"duration": 15.0, "eval_every": 3.0, **options})  # type: ignore[arg-type]
     return asyncio.run(simulate(split, groups, config, broker))
 
@@ -64,6 +66,23 @@ def test_churn_and_message_loss_slow_but_do_not_stop_learning(
                  churn=12.0, downtime=2.0, drop=0.2)  # fmt: skip
     assert result.restarts >= 2 and result.dropped_messages > 0
     assert result.final is not None and result.final.hr10 > alone + 0.05, (result.final, alone)
+
+
+@pytest.mark.mosquitto
+def test_a_compromised_node_over_mqtt_wrecks_an_undefended_network_not_a_defended_one(
+    ml100k_split: LeaveOneOut, mosquitto: Mosquitto
+) -> None:
+    # One of eight nodes, with a valid certificate, replies with weight 1 and huge values.
+    split, groups = small(ml100k_split, nodes=8, users_per_node=20)
+    broker = BrokerAddress("127.0.0.1", mosquitto.port, 5, "test")
+    undefended = run(split, groups, broker, defence=False, attackers=0.125, attack="replacement")
+    defended = run(split, groups, broker, attackers=0.125, attack="replacement")
+    alone = local_only(split, groups=groups).metrics.hr10
+    assert len(defended.hostile) == 1 and defended.final is not None
+    assert defended.final.users == 140  # the honest nodes' users only
+    assert undefended.final is not None and undefended.final.hr10 < alone, undefended.final
+    assert defended.final.hr10 > alone + 0.1, (defended.final, alone)
+    assert defended.clipped > 0 and defended.quarantines >= 1
 
 
 @pytest.mark.mosquitto
