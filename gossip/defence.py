@@ -3,7 +3,8 @@
 Certificates keep strangers out; a member can still be compromised. So nothing a peer says is
 taken at its word (ClippedGossip: He, Karimireddy and Jaggi, ICLR 2023):
 - each difference x_peer - x_local is clipped per row and per array to a radius this node learns
-  from the differences it has recently seen (gossip/clipping.py);
+  from the differences it has recently seen (gossip/clipping.py), and one more than `strike_at`
+  radii long is not merged at all;
 - a peer whose differences are clipped far beyond that radius again and again is rate-limited,
   then quarantined for a while (gossip/reputation.py);
 - the merge weight of a reply is at most the one this node would have chosen, a push-sum weight

@@ -295,8 +295,10 @@ class GossipProtocol:
 
     def _merge(self, peer: bytes, base: Arrays, remote: Arrays, alpha: float, rows: Rows | None,
                now: float, adopting: bool = False) -> None:  # fmt: skip
-        """Move the local model by alpha * (remote - base): clipped and judged with the defence,
-        and into the adoption instead while this fresh node adopts an established model."""
+        """Move the local model by alpha * (remote - base): with the defence clipped, judged, and
+        not at all when the difference is a strike (clipping bounds one message; the direction
+        of a steady attacker's clipped moves would still add up until it is quarantined); into
+        the adoption instead while this fresh node adopts an established model."""
         if alpha == 0.0:
             return
         defence = self._config.defence
@@ -313,4 +315,5 @@ class GossipProtocol:
         excess = self._clipper.clip(differences, local)
         self._stats.clipped += excess > 1.0
         self._reputation.judge(peer, excess, now)
-        move(self.params, differences, alpha, rows)
+        if excess <= defence.strike_at:  # a strike is not merged at all, not even clipped
+            move(self.params, differences, alpha, rows)
