@@ -199,7 +199,8 @@ def run_attacks(args: argparse.Namespace) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "attacks.json").write_text(json.dumps(rows, indent=2) + "\n")
     title = (f"gossiprec bench attacks: {args.attackers:.0%} of {rows[0]['nodes']} nodes "
-             f"compromised, {args.users_per_node} user(s)/node, {args.duration:.0f} s")  # fmt: skip
+             f"compromised, {args.users_per_node} user(s)/node, {args.duration:.0f} s, "
+             f"scored on {args.on}")  # fmt: skip
     plot(rows, args.out / "attacks.png", title)
     if args.json:
         emit_json(rows)

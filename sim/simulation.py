@@ -166,6 +166,7 @@ class Simulation:
                           hostile=sorted(hostile), targets=targets)  # fmt: skip
         # Quality is the honest nodes' only: a compromised node's users are not served.
         self.honest = [s for s in self.slots if s.index not in hostile]
+        self._late_honest = [s for s in self.late if s in self.honest]
         self._targets = np.asarray(targets, dtype=np.int64)
         self._network_hr10 = 0.0  # HR@10 of the nodes that started at once, at the last evaluation
         self.pacer = Pacer()
@@ -293,27 +294,27 @@ class Simulation:
 
         return score
 
-    async def _ranks(self, slots: list[Slot], online: dict[int, SeatStats]) -> IntArray:
-        """Test ranks of every user of these slots' running nodes."""
+    async def _ranks(self, slots: list[Slot], online: dict[int, SeatStats],
+                     targets: IntArray | None = None) -> tuple[IntArray, float]:  # fmt: skip
+        """Test ranks of every user of these slots' running nodes, and the ER@10 of `targets`
+        among them (scored once for both)."""
         running = [s for s in slots if online[s.index].online]
         if not running:
-            return np.zeros(0, dtype=np.int64)
+            return np.zeros(0, dtype=np.int64), 0.0
         score = await self._scores(running)
-        return sampled_ranks(self.split, score, np.concatenate([s.users for s in running]))
+        users = np.concatenate([s.users for s in running])
+        exposed = 0.0 if targets is None else exposure(self.split, score, users, targets)
+        return sampled_ranks(self.split, score, users), exposed
 
     async def _evaluate(self, now: float) -> Point:
         stats = await self._stats()
         network = [s for s in self.honest if s not in self.late]
-        network_ranks = await self._ranks(network, stats)
+        network_ranks, exposed = await self._ranks(network, stats, self._targets)
         self._network_hr10 = hit_rate(network_ranks, 10)
-        ranks = np.concatenate([network_ranks, await self._ranks(self.late, stats)])
+        late_ranks, _ = await self._ranks(self._late_honest, stats)
+        ranks = np.concatenate([network_ranks, late_ranks])
         online = [seat for seat in stats.values() if seat.online]
-        running = [s for s in network if stats[s.index].online]
-        exposed = 0.0
-        if running:
-            users = np.concatenate([s.users for s in running])
-            exposed = exposure(self.split, await self._scores(running), users, self._targets)
-        versions = [stats[s.index].version for s in running]
+        versions = [stats[s.index].version for s in network if stats[s.index].online]
         return Point(now, sum(seat.bytes_out for seat in stats.values()) / 1e6,
                      hit_rate(ranks, 10), ndcg(ranks, 10), len(online),
                      float(np.mean([s.merges for s in online])) if online else 0.0,
@@ -321,12 +322,12 @@ class Simulation:
                      float(np.median(versions)) if versions else 0.0)  # fmt: skip
 
     async def _evaluate_late(self, now: float) -> None:
-        started = [s for s in self.late if s.joined_at is not None and s in self.honest]
+        started = [s for s in self._late_honest if s.joined_at is not None]
         stats = await self._stats(started)
         joined = [s for s in started if stats[s.index].online]
         if not joined:
             return
-        late_ranks = await self._ranks(joined, stats)
+        late_ranks, _ = await self._ranks(joined, stats)
         joined_at = max(s.joined_at or 0.0 for s in joined)
         merges = float(np.mean([stats[s.index].merges for s in joined]))
         self.run.late.append(LateJoin(now - joined_at, merges, hit_rate(late_ranks, 10),

@@ -210,8 +210,9 @@ def test_each_untargeted_attack_damages_an_undefended_network_and_the_defence_bo
     undefended, _ = attacked_network(kind, None)
     defended, _ = attacked_network(kind, DEFENCE)
     assert damage(undefended, base) > WRECKS[kind] * damage(calm, base), kind
-    # Measured: 2.1x (replacement), 5.3x (sign-flip), 1.7x (noise and alie) calm's.
-    assert damage(defended, base) < 8 * damage(calm, base), kind
+    # Measured: 1.03x calm's for replacement, sign-flip and noise (every message a strike, never
+    # merged), 1.7x for alie (inside the radius: clipping cannot tell it from an honest peer).
+    assert damage(defended, base) < (2.0 if kind == "alie" else 1.2) * damage(calm, base), kind
 
 
 def test_version_inflation_runs_an_undefended_clock_away_but_not_a_defended_one() -> None:
