@@ -22,6 +22,7 @@ from gossiprec.node.types import IntArray
 from gossiprec.sim.attacks import hostile_seats
 from gossiprec.sim.broker import BrokerAddress, any_broker
 from gossiprec.sim.config import SimConfig
+from gossiprec.sim.metrics import hit_rate, ndcg
 from gossiprec.sim.progress import Tracker
 from gossiprec.sim.simulation import SimRun, simulate
 from gossiprec.sim.split import LeaveOneOut, as_validation
@@ -34,8 +35,8 @@ def compare(args: argparse.Namespace, kinds: list[str], track: Tracker) -> list[
     _, split, groups, config = prepare(argparse.Namespace(**{**vars(args), "attackers": 0.0}))
     if args.on == "valid":  # to choose the defence's settings: test is never looked at
         split = as_validation(split)
-    spared = set(hostile_seats(len(groups), args.attackers, config.seed))
-    honest = np.concatenate([g for i, g in enumerate(groups) if i not in spared])
+    hostile = set(hostile_seats(len(groups), args.attackers, config.seed))
+    honest = np.concatenate([g for i, g in enumerate(groups) if i not in hostile])
     plan: list[tuple[str | None, bool]] = [(None, True), (None, False)]
     plan += [(kind, defence) for kind in kinds for defence in (False, True)]
     rows: list[dict[str, Any]] = []
@@ -73,8 +74,8 @@ def _row(kind: str | None, config: SimConfig, run: SimRun, honest: np.ndarray) -
     return {
         "attack": kind,
         "defence": config.node.defence.enabled,
-        "hr10": float(np.mean(ranks < 10)),
-        "ndcg10": float(np.mean(np.where(ranks < 10, 1 / np.log2(ranks + 2.0), 0.0))),
+        "hr10": hit_rate(ranks, 10),
+        "ndcg10": ndcg(ranks, 10),
         "exposure10": run.final_exposure,
         "honest_version": run.points[-1].version,
         "clipped": run.clipped,

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from gossiprec.sim.dataset import Dataset
-from gossiprec.sim.metrics import evaluate, hit_rate, ndcg, pessimistic_rank, user_hits
+from gossiprec.sim.metrics import evaluate, exposure, hit_rate, ndcg, pessimistic_rank, user_hits
 from gossiprec.sim.split import N_NEGATIVES, leave_one_out
 
 
@@ -76,3 +76,20 @@ def test_split_is_seeded(ml100k: Dataset) -> None:
     assert np.array_equal(a.test_negatives, b.test_negatives)
     assert not np.array_equal(a.test_negatives, leave_one_out(ml100k, seed=2).test_negatives)
     assert len(a.train_users) == 100_000 - 2 * 943
+
+
+def test_exposure_counts_users_with_a_target_in_their_unseen_top_k() -> None:
+    split = leave_one_out(_tiny(), seed=3)
+    target = 150  # seen by nobody
+
+    def score(users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        scores = -items.astype(np.float64)  # low ids first: each user's seen items, then 10..19
+        scores[users == 1] = np.where(items[users == 1] == target, 1e9, scores[users == 1])
+        return scores
+
+    users = np.array([0, 1])
+    assert exposure(split, score, users, np.array([target])) == 0.5  # user 1 only
+    # An item the user has seen never counts, however high it scores (item 0: user 0's).
+    first = lambda _u, items: np.where(items == 0, 1e9, 0.0)  # noqa: E731
+    assert exposure(split, first, np.array([0]), np.array([0])) == 0.0
+    assert exposure(split, first, np.array([1]), np.array([0])) == 1.0
