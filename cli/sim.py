@@ -274,13 +274,14 @@ def run_sim(args: argparse.Namespace) -> int:
             f"the requested --period {config.node.gossip.period:g} s"
         )
     attack = report["attack"]
-    print(
-        f"{attack['hostile_nodes']} compromised node(s) ({attack['kind'] or 'no attack'}), "
-        f"defence {'on' if attack['defence'] else 'off'}: honest HR@10 {gossip['hr10']:.3f}, "
-        f"ER@10 of {len(attack['targets'])} cold target items {attack['exposure10']:.3f}, "
-        f"honest model version {attack['honest_version']:.0f}; honest nodes cut "
-        f"{attack['clipped']} messages and hold {attack['quarantines']} quarantine(s)"
-    )
+    if attack["kind"]:
+        print(
+            f"{attack['hostile_nodes']} compromised node(s) ({attack['kind']}), defence "
+            f"{'on' if attack['defence'] else 'off'}: honest HR@10 {gossip['hr10']:.3f}, "
+            f"ER@10 of {len(attack['targets'])} cold target items {attack['exposure10']:.3f}, "
+            f"honest model version {attack['honest_version']:.0f}; honest nodes cut "
+            f"{attack['clipped']} messages and hold {attack['quarantines']} quarantine(s)"
+        )
     if report["late_joiners"]:
         late = report["late_joiners"]
         print(

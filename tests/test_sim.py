@@ -192,11 +192,16 @@ def test_the_cli_writes_the_report_table_json_and_plot(
 ) -> None:
     out = tmp_path / "report"
     code = main(["sim", "--nodes", "4", "--users-per-node", "10", "--duration", "6",
-                 "--period", "0.5", "--eval-every", "2", "--out", str(out)])  # fmt: skip
+                 "--period", "0.5", "--eval-every", "2", "--out", str(out),
+                 "--attackers", "0.25", "--attack", "promotion"])  # fmt: skip
     assert code == 0
     printed = capsys.readouterr().out
     assert "gossip BPR-MF" in printed and "centralized BPR-MF" in printed
+    assert "1 compromised node(s) (promotion), defence on" in printed
     report = json.loads((out / "report.json").read_text())
     assert report["gossip"]["nodes"] == 4 and len(report["series"]) >= 3
+    attack = report["attack"]
+    assert attack["hostile_nodes"] == 1 and len(attack["targets"]) == 5 and attack["defence"]
+    assert report["gossip"]["users"] == 30  # the three honest nodes' users
     assert {b["name"] for b in report["baselines"]} >= {"centralized BPR-MF", "local-only BPR-MF"}
     assert (out / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
