@@ -10,6 +10,8 @@ Before `warmup` messages, a tenth of the local model's own row norms stands in f
 
 from __future__ import annotations
 
+import math
+import statistics
 from collections import deque
 
 import numpy as np
@@ -32,10 +34,9 @@ class Clipper:
         rows, whole = self._row_norms.get(name), self._array_norms.get(name)
         if rows is None or whole is None or len(rows) < self._config.warmup:
             norms, share = _row_norms(local), self._config.warmup_scale
-            return (share * float(np.percentile(norms, ROW_QUANTILE)),
-                    share * float(np.linalg.norm(norms)))  # fmt: skip
+            return share * _quantile(norms), share * _whole(norms)
         scale = self._config.radius
-        return scale * float(np.median(rows)), scale * float(np.median(whole))
+        return scale * statistics.median(rows), scale * statistics.median(whole)
 
     def clip(self, differences: Arrays, local: Arrays) -> float:
         """Clip `differences` in place; returns how many radii long the longest part was (at most
@@ -46,14 +47,13 @@ class Clipper:
                 continue
             row_radius, array_radius = self.radii(name, local[name])
             norms = _row_norms(difference)
-            self._remember(name, float(np.percentile(norms, ROW_QUANTILE)),
-                           float(np.linalg.norm(norms)))  # fmt: skip
+            self._remember(name, _quantile(norms), _whole(norms))
             longest = float(norms.max())
             if longest > row_radius:
                 cut = np.minimum(1.0, row_radius / np.maximum(norms, 1e-30)).astype(np.float32)
                 difference *= cut.reshape((-1,) + (1,) * (difference.ndim - 1))
                 norms = norms * cut
-            whole = float(np.linalg.norm(norms))
+            whole = _whole(norms)
             if whole > array_radius:
                 difference *= np.float32(array_radius / whole)
             excess = max(excess, longest / max(row_radius, 1e-30),
@@ -67,5 +67,17 @@ class Clipper:
 
 
 def _row_norms(array: np.ndarray) -> np.ndarray:
-    rows = array.reshape(len(array), -1) if array.ndim > 1 else array.reshape(-1, 1)
-    return np.asarray(np.linalg.norm(rows.astype(np.float64), axis=1))
+    if array.ndim == 1:
+        return np.asarray(np.abs(array))
+    rows = array.reshape(len(array), -1)
+    return np.asarray(np.sqrt(np.einsum("ij,ij->i", rows, rows)))
+
+
+def _quantile(norms: np.ndarray) -> float:
+    """The ROW_QUANTILE-th percentile (the nearest row below it): a partition, not a sort."""
+    k = (len(norms) - 1) * ROW_QUANTILE // 100
+    return float(np.partition(norms, k)[k])
+
+
+def _whole(norms: np.ndarray) -> float:
+    return math.sqrt(float(np.dot(norms, norms)))

@@ -232,8 +232,10 @@ class GossipProtocol:
         self._membership.messaged(peer, now, update.version)
         rows = update.rows or None
         # A fresh node meeting an established model adopts it rather than averaging (see
-        # ESTABLISHED); with the defence, as the median of several peers' (gossip/adoption.py).
-        adopting = self._version == 0 and self._established(update.version)
+        # ESTABLISHED): by the peer's word and, with the defence, its other peers' too (see
+        # `_lead`), as the median of several peers' models (gossip/adoption.py).
+        lead = self._lead(update.version)
+        adopting = self._version == 0 and min(update.version, lead) >= ESTABLISHED
         replies = []
         if update.kind is Kind.PUSH_SUM:
             weight = update.weight
@@ -270,15 +272,10 @@ class GossipProtocol:
                 alpha = min(alpha, staleness_alpha(age, self._config.staleness_half_life))
             self._merge(peer, sent.params, update.params, alpha, rows, now, adopting)
         if self._adoption is None or self._adoption.complete:
-            self._version = max(self._version, self._lead(update.version)) + 1
+            self._version = max(self._version, lead) + 1
             self._adoption = None
         self._stats.merged += 1
         return replies
-
-    def _established(self, claimed: int) -> bool:
-        """Whether a peer's model counts as established: by its word, or, with the defence, only
-        when this node's peers are too (see `_lead`)."""
-        return claimed >= ESTABLISHED and self._lead(claimed) >= ESTABLISHED
 
     def _lead(self, claimed: int) -> int:
         """How far a merged model's claimed version carries this node's clock. A logical clock:
