@@ -67,10 +67,9 @@ class Clipper:
 
 
 def _row_norms(array: np.ndarray) -> np.ndarray:
-    if array.ndim == 1:
-        return np.asarray(np.abs(array))
+    """In float64: a hostile float32 value near its limit squares past float32's range."""
     rows = array.reshape(len(array), -1)
-    return np.asarray(np.sqrt(np.einsum("ij,ij->i", rows, rows)))
+    return np.asarray(np.sqrt(np.einsum("ij,ij->i", rows, rows, dtype=np.float64)))
 
 
 def _quantile(norms: np.ndarray) -> float:
