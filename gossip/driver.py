@@ -205,10 +205,6 @@ class GossipNode:
     def status(self) -> ProtocolStatus:
         return self._protocol.status()
 
-    def radii(self) -> dict[str, tuple[float, float]]:
-        """The defence's clip radii per array (row, whole); {} without the defence."""
-        return self._protocol.radii()
-
     def set_period(self, period: float) -> None:
         # One reference swap inside the core: safe beside a tick in a worker thread, and the
         # event loop never waits for the lock (a training step).

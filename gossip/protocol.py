@@ -155,12 +155,13 @@ class GossipProtocol:
         return {name: self._clipper.radii(name, array) for name, array in self.params.items()}
 
     def _view(self, peer: bytes, state: PeerState, last_seen: float, version: int) -> PeerView:
-        standing = self._reputation.known(peer) if self._reputation else None
-        if standing is None:
+        reputation = self._reputation
+        standing = reputation.known(peer) if reputation else None
+        if reputation is None or standing is None:
             return PeerView(peer, state, last_seen, version)
         return PeerView(peer, state, last_seen, version, standing.clipped, standing.refused,
                         standing.strikes, standing.quarantines,
-                        self._now < standing.quarantined_until)  # fmt: skip
+                        reputation.quarantined(peer, self._now))  # fmt: skip
 
     # -- what changes the state ------------------------------------------------------------------
 

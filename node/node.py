@@ -286,7 +286,7 @@ class Node:
                 "clipped": protocol.clipped,  # merged messages it cut
                 "refused": protocol.refused,  # messages of rate-limited or quarantined peers
                 "quarantined": sum(p.quarantined for p in protocol.peers),
-                "radii": _radii(gossip.radii()),
+                "radii": _radii(gossip.protocol.radii()),
             },
             "peers": self.peer_table(protocol),
         }

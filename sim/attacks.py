@@ -28,7 +28,6 @@ from gossiprec.node.types import IntArray
 from gossiprec.sim.errors import SimError
 
 ATTACKS = ("replacement", "sign-flip", "noise", "alie", "version-inflation", "promotion")
-UNTARGETED = ATTACKS[:5]
 HUGE = 1e3
 FLIP_SCALE = 3.0
 NOISE_SCALE = 3.0
@@ -88,7 +87,7 @@ class HostileProtocol(GossipProtocol):
         return super().version + (INFLATED_VERSION if inflated else 0)
 
     def receive(self, peer: bytes, update: ModelUpdate, now: float) -> list[Send]:
-        if not update.rows:
+        if self.attack.kind == "alie" and not update.rows:
             self._received.append({name: a.copy() for name, a in update.params.items()})
         return super().receive(peer, update, now)
 
