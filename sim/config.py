@@ -46,6 +46,7 @@ class SimConfig:
     attackers: float = 0.0  # share of the nodes that are compromised (sim/attacks.py)
     attack: str | None = None  # what they do: one of sim.attacks.ATTACKS
     targets: int = 5  # promotion: cold items the attackers push
+    curious: int = 1  # honest nodes that also infer what their peers' users touched (curious.py)
 
     def __post_init__(self) -> None:
         if self.duration <= 0 or self.eval_every <= 0:
@@ -54,8 +55,8 @@ class SimConfig:
             raise SimError("need --churn in [0, 60), --drop in [0, 1) and --late-joiners >= 0")
         if not 0 < self.late_join_at < 1:
             raise SimError("late_join_at must lie in (0, 1)")
-        if self.workers < 1:
-            raise SimError("--workers must be >= 1")
+        if self.workers < 1 or self.curious < 0:
+            raise SimError("--workers must be >= 1 and --curious >= 0")
         if not 0 <= self.attackers < 0.5 or (self.attackers > 0) != (self.attack is not None):
             raise SimError("--attackers F (a share in [0, 0.5)) and --attack KIND go together")
 

@@ -14,6 +14,7 @@ import contextlib
 import functools
 import resource
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +35,7 @@ from gossiprec.node.types import IntArray
 from gossiprec.sim.attacks import Attack, HostileProtocol
 from gossiprec.sim.broker import BrokerAddress
 from gossiprec.sim.config import SimConfig
+from gossiprec.sim.curious import CuriousProtocol
 from gossiprec.sim.faults import LossyTransport
 
 
@@ -56,6 +58,7 @@ class HostSpec:
     folder: Path  # node folders go under it
     seats: list[SeatSpec]
     hostile: dict[int, Attack] = field(default_factory=dict)  # compromised seats and their attack
+    curious: frozenset[int] = frozenset()  # honest-but-curious seats (sim/curious.py)
 
 
 @dataclass(frozen=True)
@@ -67,6 +70,7 @@ class SeatStats:
     version: int = 0  # its model version (what the learning-rate schedule reads)
     clipped: int = 0  # messages its defence cut, over every incarnation
     quarantines: int = 0  # peers it has quarantined (now, in this incarnation)
+    epsilon: float = 0.0  # differential privacy its node has spent (0 without)
 
 
 @dataclass(frozen=True)
@@ -96,6 +100,7 @@ class Host(Protocol):
     async def pace(self, factor: float) -> None: ...
     async def scores(self, indices: list[int]) -> Scores: ...
     async def stats(self, indices: list[int] | None = None) -> HostStats: ...
+    async def inferences(self) -> dict[int, dict[bytes, np.ndarray]]: ...
     async def close(self) -> None: ...
 
 
@@ -128,6 +133,7 @@ class Seat:
             status.version if status else 0,
             self.clipped_before + (status.clipped if status else 0),
             sum(p.quarantines for p in status.peers) if status else 0,
+            node.privacy.epsilon if node and node.privacy else 0.0,
         )
 
 
@@ -193,6 +199,15 @@ class NodeHost:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         return HostStats({i: self.seats[i].stats() for i in wanted}, dict(rejected), peak)
 
+    async def inferences(self) -> dict[int, dict[bytes, np.ndarray]]:
+        """What each curious seat's running node inferred: per sender, a score per item."""
+        found = {}
+        for index in self.spec.curious & set(self.seats):
+            node = self.seats[index].node
+            if node is not None and isinstance(node.gossip.protocol, CuriousProtocol):
+                found[index] = dict(node.gossip.protocol.inference.scores)
+        return found
+
     async def close(self) -> None:
         await asyncio.gather(*(self.stop(index) for index in self.seats))
         self._scorer.shutdown()
@@ -251,7 +266,11 @@ class NodeHost:
         assert seat.identity is not None, "certify the seats before starting their nodes"
         transport = self._transport(seat, seat.identity)
         attack = self.spec.hostile.get(seat.spec.index)
-        make = functools.partial(HostileProtocol, attack=attack) if attack else GossipProtocol
+        make: Callable[..., GossipProtocol] = GossipProtocol
+        if attack:
+            make = functools.partial(HostileProtocol, attack=attack)
+        elif seat.spec.index in self.spec.curious:
+            make = CuriousProtocol
         seat.node = Node(self._node_config(seat), seat.identity, transport, make_protocol=make)
         if not seat.ingested:
             await seat.node.ingest(*seat.spec.pairs)

@@ -30,6 +30,7 @@ from gossiprec.sim.attacks import Attack, hostile_seats, promotion_targets
 from gossiprec.sim.baselines import train_and_valid_pairs
 from gossiprec.sim.broker import BrokerAddress
 from gossiprec.sim.config import SimConfig
+from gossiprec.sim.curious import item_set_auc
 from gossiprec.sim.host import Host, HostSpec, NodeHost, SeatSpec, SeatStats
 from gossiprec.sim.metrics import (
     Metrics,
@@ -97,6 +98,12 @@ class SimRun:
     final_ranks: IntArray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     clipped: int = 0  # messages the honest nodes' defence cut
     quarantines: int = 0  # quarantines honest nodes imposed (running nodes, at the end)
+    # The curious nodes' guesses of which items each honest sender's users touched (curious.py):
+    # mean AUC and precision@10 over the senders they heard from twice or more.
+    inference_auc: float | None = None
+    inference_precision10: float | None = None
+    inference_senders: int = 0
+    epsilon: float = 0.0  # the most differential privacy an honest node spent (0: off)
 
 
 def default_workers(nodes: int) -> int:
@@ -154,8 +161,13 @@ class Simulation:
         if config.attack:
             seated = hostile_seats(len(seats), config.attackers, config.seed)
             hostile = dict.fromkeys(seated, Attack(config.attack, tuple(targets)))
+        # Curious nodes are honest ones, drawn with their own generator too.
+        honest_seats = [s.index for s in seats if s.index not in hostile]
+        curious = frozenset(random.Random(config.seed + 2).sample(
+            honest_seats, min(config.curious, len(honest_seats))))  # fmt: skip
         specs = [HostSpec(config, broker, split.n_items, self.shards, heartbeat, folder,
-                          seats[w::workers], {i: a for i, a in hostile.items() if i % workers == w})
+                          seats[w::workers], {i: a for i, a in hostile.items() if i % workers == w},
+                          curious)
                  for w in range(workers)]  # fmt: skip
         self.hosts: list[Host] = [NodeHost(specs[0])] + [WorkerHost(s) for s in specs[1:]]
         self.slots = [Slot(s.index, s.users, self.hosts[s.index % workers]) for s in seats]
@@ -170,6 +182,8 @@ class Simulation:
         self._targets = np.asarray(targets, dtype=np.int64)
         self._network_hr10 = 0.0  # HR@10 of the nodes that started at once, at the last evaluation
         self.pacer = Pacer()
+        self._touched = {s.index: np.unique(s.pairs[1]) for s in seats}  # items each seat's users
+        self._node_ids: dict[bytes, int] = {}  # seat by node id
 
     async def _certify(self) -> None:
         """Every host's nodes get a certificate from one authority (the keys stay in the host)."""
@@ -181,6 +195,7 @@ class Simulation:
                 index: authority.issue(signing, encryption, now - 60, now + 86_400)
                 for index, (signing, encryption) in (await host.public_keys()).items()
             }
+            self._node_ids.update({c.node_id: index for index, c in certificates.items()})
             await host.certify(certificates, authority.network, authority.public, crl)
 
     def _by_host(self, slots: list[Slot]) -> list[tuple[Host, list[int]]]:
@@ -245,6 +260,25 @@ class Simulation:
         stats = await self._stats(self.honest)
         self.run.clipped = sum(seat.clipped for seat in stats.values())
         self.run.quarantines = sum(seat.quarantines for seat in stats.values())
+        self.run.epsilon = max((seat.epsilon for seat in stats.values()), default=0.0)
+        await self._judge_inference()
+
+    async def _judge_inference(self) -> None:
+        """How well the curious nodes told each honest sender's items from the rest."""
+        honest = {s.index for s in self.honest}
+        aucs, precisions = [], []
+        for found in await asyncio.gather(*(host.inferences() for host in self.hosts)):
+            for scores in found.values():
+                for sender, score in scores.items():
+                    seat = self._node_ids.get(sender)
+                    if seat in honest and score.any():
+                        auc, precision = item_set_auc(score, self._touched[seat])
+                        aucs.append(auc)
+                        precisions.append(precision)
+        if aucs:
+            self.run.inference_auc = float(np.nanmean(aucs))
+            self.run.inference_precision10 = float(np.nanmean(precisions))
+            self.run.inference_senders = len(aucs)
 
     async def _start(self, slot: Slot, now: float) -> None:
         await slot.host.start(slot.index)

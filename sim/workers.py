@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from multiprocessing.connection import Connection
 from typing import Any
 
+import numpy as np
 import torch
 
 from gossiprec.crypto.certificate import Certificate, RevocationList
@@ -76,6 +77,10 @@ class WorkerHost:
 
     async def stats(self, indices: list[int] | None = None) -> HostStats:
         result: HostStats = await self._call("stats", indices)
+        return result
+
+    async def inferences(self) -> dict[int, dict[bytes, np.ndarray]]:
+        result: dict[int, dict[bytes, np.ndarray]] = await self._call("inferences")
         return result
 
     async def close(self) -> None:
