@@ -108,6 +108,7 @@ def run_status(args: argparse.Namespace) -> int:
                          f"({status['messages_in']} / {status['messages_out']} messages)"],
         ["rejected", rejected],
         ["defence", _defence(status["defence"])],
+        ["privacy", _privacy(status["privacy"])],
     ])  # fmt: skip
     peers = status["peers"]
     counts = {s: sum(p["state"] == s for p in peers) for s in ("alive", "suspect", "dead")}
@@ -128,15 +129,15 @@ def run_peers(args: argparse.Namespace) -> int:
     if args.json:
         emit_json(nodes)
         return 0
-    headers = ["node", "state", "beacon age", "model version", "uptime", "codec", "clipped",
-               "quarantined"]  # fmt: skip
+    headers = ["node", "state", "beacon age", "model version", "uptime", "codec", "epsilon",
+               "clipped", "quarantined"]  # fmt: skip
     rows = []
     for n in nodes:
         said = n["status"]  # what the node says about itself, signed but not vouched for
         uptime = said.get("uptime")
         rows.append([n["node_id"][:12], n["state"], duration(n["last_seen"]), n["model_version"],
                      duration(uptime) if isinstance(uptime, int | float) else "-",
-                     str(said.get("codec", "-")), n["clipped"],
+                     str(said.get("codec", "-")), _spent(said), n["clipped"],
                      "yes" if n["quarantined"] else "no"])  # fmt: skip
     print_table(headers, rows)
     return 0
@@ -189,6 +190,23 @@ def _defence(defence: dict[str, Any]) -> str:
         return "off: every admitted peer is trusted"
     return (f"{defence['clipped']} messages cut, {defence['refused']} refused, "
             f"{defence['quarantined']} peer(s) quarantined")  # fmt: skip
+
+
+def _privacy(privacy: dict[str, Any]) -> str:
+    if not privacy["enabled"]:
+        return "off: shared updates carry no differential privacy"
+    state = "SPENT" if privacy["exhausted"] else "within budget"
+    return (f"epsilon {privacy['epsilon']:.3g} of {privacy['budget']:g} at delta "
+            f"{privacy['delta']:g} ({privacy['rounds']} rounds, noise "
+            f"{privacy['noise_multiplier']:.3g} x clip {privacy['clip']:g}): {state}")  # fmt: skip
+
+
+def _spent(said: dict[str, Any]) -> str:
+    """A peer's own word on the privacy it has spent, if it says."""
+    epsilon, delta = said.get("epsilon"), said.get("delta")
+    if isinstance(epsilon, int | float) and isinstance(delta, int | float):
+        return f"{epsilon:.3g} (delta {delta:g})"
+    return "-"
 
 
 def _standing(peer: dict[str, Any]) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import math
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -47,6 +48,11 @@ NODE_FLAGS: tuple[tuple[str, str, type, str], ...] = (
     ("--defence-radius", "defence.radius", float, "clip radius, x the median recent difference"),
     ("--strike-at", "defence.strike_at", float, "radii a difference spans to be a strike"),
     ("--quarantine-at", "defence.quarantine_at", float, "strikes that quarantine a peer"),
+    ("--dp-epsilon", "privacy.epsilon", float,
+     "user-level differential privacy: each node's budget, planned for the run's training "
+     "rounds (turns privacy on)"),
+    ("--dp-delta", "privacy.delta", float, "the budget's delta"),
+    ("--dp-clip", "privacy.clip", float, "largest change one user makes per round (L2)"),
 )  # fmt: skip
 CHOICES = {"gossip.codec": CODECS, "model.optimizer": OPTIMIZERS}
 
@@ -144,6 +150,13 @@ def add_run_arguments(parser: argparse.ArgumentParser, *, attack: bool = True) -
         default=5,
         help="cold items a promotion attack pushes (ER@10 in every run)",
     )
+    parser.add_argument(
+        "--curious",
+        type=int,
+        default=1,
+        help="honest nodes that also guess, from what they receive, which items each "
+        "sender's users touched (the report's item-set AUC)",
+    )
     parser.add_argument("--broker", help="mqtt://HOST:PORT (default: start one here)")
     if attack:
         parser.add_argument("--attack", choices=ATTACKS, help="what the compromised nodes do")
@@ -162,6 +175,11 @@ def node_template(args: argparse.Namespace, n_items: int) -> NodeConfig:
         given["train.period"] = given["gossip.period"]
     if getattr(args, "no_defence", False):
         given["defence.enabled"] = ("--no-defence", False)
+    if args.dp_epsilon is not None:
+        # The budget is planned for every training round the run can take (fewer when paced).
+        period = given["train.period"][1] or template.train.period
+        given["privacy.enabled"] = ("--dp-epsilon", True)
+        given["privacy.rounds"] = ("--duration", max(1, math.ceil(args.duration / period)))
     for key, (flag, value) in given.items():
         if value is None:
             continue
@@ -196,6 +214,7 @@ def prepare(args: argparse.Namespace) -> tuple[Dataset, LeaveOneOut, list[IntArr
         attackers=args.attackers,
         attack=getattr(args, "attack", None),
         targets=args.targets,
+        curious=args.curious,
     )
     split = leave_one_out(dataset, seed=args.seed)
     groups = partition_users(
@@ -281,6 +300,19 @@ def run_sim(args: argparse.Namespace) -> int:
             f"ER@10 of {len(attack['targets'])} cold target items {attack['exposure10']:.3f}, "
             f"honest model version {attack['honest_version']:.0f}; honest nodes cut "
             f"{attack['clipped']} messages and hold {attack['quarantines']} quarantine(s)"
+        )
+    privacy = report["privacy"]
+    if privacy["dp"]:
+        print(
+            f"differential privacy: each node spent at most epsilon {privacy['epsilon_spent']:.3g}"
+            f" (budget {privacy['epsilon_budget']:g}) at delta {privacy['delta']:g}"
+        )
+    if privacy["item_set_auc"] is not None:
+        print(
+            f"{privacy['curious_nodes']} curious node(s) told each sender's items from the rest "
+            f"with AUC {privacy['item_set_auc']:.3f}, precision@10 "
+            f"{privacy['item_set_precision10']:.3f} ({privacy['senders_observed']} senders; "
+            f"0.5 = no better than chance)"
         )
     if report["late_joiners"]:
         late = report["late_joiners"]

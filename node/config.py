@@ -156,6 +156,29 @@ class DefenceSettings(Section):
     quarantine_for: float = setting(300.0, _between(0.0, DAY), help="seconds a quarantine lasts")
 
 
+ON_SPENT = ("stop", "warn")
+
+
+@dataclass(frozen=True)
+class PrivacySettings(Section):
+    """User-level differential privacy of what the node shares (node/privacy.py)."""
+
+    NAME = "privacy"
+    enabled: bool = setting(False, help="clip each user's change per round and add Gaussian noise")
+    epsilon: float = setting(8.0, _between(0.01, 1_000.0), help="the privacy budget (epsilon)")
+    delta: float = setting(1e-5, _between(1e-12, 0.1), help="the budget's delta (< 1/users)")
+    clip: float = setting(0.01, _positive, help="largest change one user makes in a round (L2)")
+    noise_multiplier: float = setting(
+        0.0, _non_negative, help="noise std / clip; 0 = the least that spends epsilon in rounds"
+    )
+    rounds: int = setting(
+        1_000, _between(1, 10_000_000), help="training rounds the budget is planned for"
+    )
+    on_spent: str = setting(
+        "stop", _one_of(ON_SPENT), help="budget spent: stop training on users' data, or warn"
+    )
+
+
 @dataclass(frozen=True)
 class ModelSettings(Section):
     NAME = "model"
@@ -212,6 +235,7 @@ class NodeConfig:
     broker: BrokerSettings = field(default_factory=BrokerSettings)
     gossip: GossipSettings = field(default_factory=GossipSettings)
     defence: DefenceSettings = field(default_factory=DefenceSettings)
+    privacy: PrivacySettings = field(default_factory=PrivacySettings)
     model: ModelSettings
     train: TrainSettings = field(default_factory=TrainSettings)
     control: ControlSettings = field(default_factory=ControlSettings)

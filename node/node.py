@@ -12,12 +12,14 @@ import asyncio
 import hashlib
 import logging
 import random
+import secrets
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
+import torch
 
 from gossiprec.gossip.codec import Codec
 from gossiprec.gossip.defence import DefenceConfig
@@ -29,6 +31,7 @@ from gossiprec.gossip.transport import Transport
 from gossiprec.node.checkpoint import load_latest, previous_path, save_checkpoint
 from gossiprec.node.config import DefenceSettings, GossipSettings, ModelSettings, NodeConfig
 from gossiprec.node.errors import CheckpointError, IngestError, NodeError
+from gossiprec.node.privacy import RESERVED_ROUNDS, Ledger, noise_for
 from gossiprec.node.recommender import BPRMF, BPRConfig
 from gossiprec.node.store import PeerRow, Store
 from gossiprec.node.types import IntArray
@@ -100,9 +103,27 @@ class Node:
                                  presence_shards=config.gossip.presence_shards)  # fmt: skip
         self._trained_version = protocol.version  # the version the users were last fit to
         self._new_data = True
+        self.privacy = self._ledger()
+        # The noise must be secret (a peer that could replay it would subtract it): fresh
+        # randomness from the OS, not the model's shared seed.
+        self._noise = torch.Generator().manual_seed(secrets.randbits(63))
+        self._budget_warned = False
 
     def close(self) -> None:
         self.store.close()
+
+    def _ledger(self) -> Ledger | None:
+        settings = self.config.privacy
+        if not settings.enabled:
+            return None
+        noise = settings.noise_multiplier or noise_for(settings.epsilon, settings.delta,
+                                                       settings.rounds)  # fmt: skip
+        spent = self.store.counters().get(RESERVED_ROUNDS, 0)
+
+        def reserve(rounds: int) -> None:
+            self.store.add_counters({RESERVED_ROUNDS: rounds})
+
+        return Ledger(noise, settings.epsilon, settings.delta, spent, reserve)
 
     # -- start-up --------------------------------------------------------------------------------
 
@@ -186,9 +207,28 @@ class Node:
             # carries forward, so a node joining late steps at the network's pace at once.
             half_lives = self.gossip.version / half_life
             self.model.scale_shared_lr(0.5**half_lives)
+        if self.privacy is not None:
+            self._train_private(self.privacy)
+            return
         for start in range(0, steps, TRAIN_CHUNK):
             with self.lock:
                 self.last_loss = self.model.train_steps(min(TRAIN_CHUNK, steps - start))
+
+    def _train_private(self, ledger: Ledger) -> None:
+        """One private round (node/privacy.py), within the budget unless told to warn."""
+        if ledger.exhausted:
+            stop = self.config.privacy.on_spent == "stop"
+            if not self._budget_warned:
+                then = "no more training on the users' data" if stop else "training on, past it"
+                log.warning("the privacy budget (epsilon %g) is spent: %s (privacy.on_spent)",
+                            ledger.budget, then)  # fmt: skip
+                self._budget_warned = True
+            if stop:
+                return
+        clip = self.config.privacy.clip
+        with self.lock:
+            ledger.spend()  # on disk before anything it pays for can be sent
+            self.last_loss = self.model.private_round(clip, ledger.noise_multiplier, self._noise)
 
     async def _checkpoint_loop(self) -> None:
         while True:
@@ -246,8 +286,14 @@ class Node:
 
     def _beacon(self) -> dict[str, int | float | str]:
         """Public status in the presence beacon: nothing about users or interactions (not even
-        training steps: they grow with the amount of local data)."""
-        return {"uptime": round(self._clock() - self.started_at), "codec": self.config.gossip.codec}
+        training steps: they grow with the amount of local data). The privacy a node has spent
+        is public: it grows with time, and peers and operators should see it."""
+        shown: dict[str, int | float | str] = {
+            "uptime": round(self._clock() - self.started_at), "codec": self.config.gossip.codec
+        }  # fmt: skip
+        if self.privacy is not None:
+            shown.update(epsilon=round(self.privacy.epsilon, 4), delta=self.privacy.delta)
+        return shown
 
     def status(self) -> dict[str, Any]:
         gossip, transport = self.gossip, self.gossip.transport
@@ -288,8 +334,16 @@ class Node:
                 "quarantined": sum(p.quarantined for p in protocol.peers),
                 "radii": _radii(gossip.protocol.radii()),
             },
+            "privacy": self.privacy_status(),
             "peers": self.peer_table(protocol),
         }
+
+    def privacy_status(self) -> dict[str, Any]:
+        settings = self.config.privacy
+        if self.privacy is None:
+            return {"enabled": False}
+        return {"enabled": True, **self.privacy.as_dict(), "clip": settings.clip,
+                "on_spent": settings.on_spent}  # fmt: skip
 
     def peer_table(self, protocol: ProtocolStatus | None = None) -> list[dict[str, Any]]:
         """This node's view: membership state and what it exchanged with each peer."""

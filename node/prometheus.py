@@ -44,6 +44,13 @@ def node_metrics(status: dict[str, Any]) -> list[Metric]:
     for peer in status["peers"]:
         clipped.add_metric([peer["node_id"]], peer["clipped"])
         quarantined.add_metric([peer["node_id"]], int(peer["quarantined"]))
+    privacy = status["privacy"]
+    spent = [] if not privacy["enabled"] else [
+        gauge("privacy_epsilon", "differential privacy spent (epsilon)", privacy["epsilon"]),
+        gauge("privacy_delta", "the delta epsilon is spent at", privacy["delta"]),
+        gauge("privacy_budget", "the epsilon the node stops (or warns) at", privacy["budget"]),
+        counter("privacy_rounds", "private training rounds spent", privacy["rounds"]),
+    ]  # fmt: skip
     return [
         gauge("uptime_seconds", "seconds since the node started", status["uptime"]),
         gauge("broker_connected", "1 while the MQTT link is up", int(broker["connected"])),
@@ -62,6 +69,7 @@ def node_metrics(status: dict[str, Any]) -> list[Metric]:
         gauge("quarantined_peers", "peers quarantined now", defence["quarantined"]),
         clipped,
         quarantined,
+        *spent,
     ]
 
 

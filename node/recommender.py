@@ -314,6 +314,52 @@ class BPRMF:
             self.steps_taken += 1
         return float(loss.detach())
 
+    def private_round(self, clip: float, noise_multiplier: float,
+                      noise: torch.Generator) -> float:  # fmt: skip
+        """One step on every local interaction with user-level differential privacy: each
+        user's gradient of the shared parameters is clipped to `clip` (L2, both arrays
+        together), their sum gets Gaussian noise of std `noise_multiplier x clip` on every
+        coordinate, and the shared parameters take one SGD step along it (node/privacy.py).
+        The private user embeddings take their usual step. Returns the mean loss."""
+        if not len(self._keys):
+            return 0.0
+        rows, items = self._rows, self._items
+        negatives = torch.from_numpy(self._sample_negatives(rows))
+        # Gathered copies of the item rows each interaction uses: their gradients are per
+        # interaction, so each user's own gradient can be added up and clipped.
+        pos_index = torch.from_numpy(items)
+        pos = self.item_embedding.detach()[pos_index].requires_grad_()
+        neg = self.item_embedding.detach()[negatives].requires_grad_()
+        pos_bias = self.item_bias.detach()[pos_index].requires_grad_()
+        neg_bias = self.item_bias.detach()[negatives].requires_grad_()
+        user = torch.nn.functional.embedding(torch.from_numpy(rows), self.user_embedding)
+        pos_score = (user * pos).sum(-1) + pos_bias
+        neg_score = torch.einsum("bd,bnd->bn", user, neg) + neg_bias
+        losses = -torch.nn.functional.logsigmoid(pos_score[:, None] - neg_score).mean(-1)
+        l2 = user.pow(2).sum() + pos.pow(2).sum() + neg.pow(2).sum() / self.config.negatives
+        # A sum over interactions at SGD's scale of one step per `batch_size` of them.
+        loss = (losses.sum() + self.config.l2 * l2) / self.config.batch_size
+        self._user_optimizer.zero_grad(set_to_none=True)
+        loss.backward()  # type: ignore[no-untyped-call]
+        self._user_optimizer.step()
+        assert pos.grad is not None and neg.grad is not None
+        assert pos_bias.grad is not None and neg_bias.grad is not None
+        dim = self.config.dim
+        slot_items = torch.cat([pos_index, negatives.reshape(-1)])
+        slot_rows = torch.cat([torch.from_numpy(rows), torch.from_numpy(rows).repeat_interleave(
+            self.config.negatives)])  # fmt: skip
+        slot_grads = torch.cat([
+            torch.cat([pos.grad, pos_bias.grad[:, None]], 1),
+            torch.cat([neg.grad.reshape(-1, dim), neg_bias.grad.reshape(-1, 1)], 1),
+        ])  # fmt: skip
+        clipped = clip_per_user(slot_rows, slot_items, slot_grads, self.n_items, clip)
+        clipped += torch.randn(clipped.shape, generator=noise) * (noise_multiplier * clip)
+        with torch.no_grad():
+            self.item_embedding.sub_(self.shared_lr * clipped[:, :dim])
+            self.item_bias.sub_(self.shared_lr * clipped[:, dim])
+        self.steps_taken += 1
+        return float(losses.detach().mean())
+
     # -- inference -------------------------------------------------------------------------------
 
     def _user_vectors(self, users: IntArray) -> torch.Tensor:
@@ -343,3 +389,23 @@ class BPRMF:
         top = np.argpartition(-scores, k - 1)[:k] if k else np.zeros(0, dtype=np.int64)
         # Stable order: by score, then by item id.
         return top[np.lexsort((top, -scores[top]))].astype(np.int64)
+
+
+def clip_per_user(rows: torch.Tensor, items: torch.Tensor, grads: torch.Tensor, n_items: int,
+                  clip: float) -> torch.Tensor:  # fmt: skip
+    """The sum over users of each user's gradient clipped to `clip`: [n_items, features].
+
+    `grads[k]` is the gradient of item `items[k]`'s row through user row `rows[k]`; a user's
+    gradient is the sum of theirs per item, and its norm is over all of its items' rows."""
+    keys = rows * n_items + items
+    unique, slot = torch.unique(keys, return_inverse=True)
+    per_key = torch.zeros((len(unique), grads.shape[1]), dtype=grads.dtype)
+    per_key.index_add_(0, slot, grads)
+    key_user = unique // n_items
+    users, user_of_key = torch.unique(key_user, return_inverse=True)
+    norms = torch.zeros(len(users), dtype=grads.dtype)
+    norms.index_add_(0, user_of_key, per_key.pow(2).sum(1))
+    scale = torch.clamp(clip / torch.clamp(norms.sqrt(), min=1e-12), max=1.0)
+    total = torch.zeros((n_items, grads.shape[1]), dtype=grads.dtype)
+    total.index_add_(0, unique % n_items, per_key * scale[user_of_key][:, None])
+    return total
