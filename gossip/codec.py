@@ -6,8 +6,9 @@ for the sparse variant, int32 "rows" (the row indices carried). Codecs:
 - float32: exact.
 - float16: |error| <= 2^-11 * |x| for |x| in float16's normal range (up to 65504).
 - int8: per-row symmetric scale max|row| / 127; |error| <= scale / 2 per element.
-- sparse-*: only the rows that changed most since the sender's last message, each row encoded
-  with the inner codec; rows not carried are simply not merged by the receiver.
+- sparse-*: a round-robin window of the rows (never chosen by what changed: that would tell
+  which items the sender's users touched), each row encoded with the inner codec; rows not
+  carried are simply not merged by the receiver.
 
 Decoding never trusts a length or a shape: the message size is checked before parsing, and each
 array's byte length must equal its shape times its dtype size before an array is built.
@@ -69,24 +70,18 @@ class Codec:
         return self.name.removeprefix("sparse-")
 
 
-def select_rows(
-    current: FloatArray, reference: FloatArray, fraction: float, cursor: int
-) -> tuple[RowIndex, int]:
-    """Rows for a sparse message, ascending, and the next round-robin cursor.
+def select_rows(n: int, fraction: float, cursor: int) -> tuple[RowIndex, int]:
+    """Rows for a sparse message, ascending, and the next cursor: the next `fraction` of the
+    rows round-robin, so every row is refreshed within 1 / fraction messages.
 
-    Half of the budget goes round-robin, so every row is refreshed within 2 / fraction
-    messages; the other half goes to the rows that moved most since `reference`.
+    Which rows travel never depends on the model or the data: choosing "the rows that moved
+    most" (as this codec once did) tells every receiver which items the sender's users touched.
     """
-    n = len(current)
     count = max(1, math.ceil(fraction * n))
     if count >= n:
         return np.arange(n, dtype=np.int32), cursor
-    cyclic = (cursor + np.arange(count // 2)) % n
-    change = np.linalg.norm((current - reference).reshape(n, -1), axis=1)
-    change[cyclic] = -np.inf
-    moved = np.argpartition(-change, count - len(cyclic) - 1)[: count - len(cyclic)]
-    chosen = np.union1d(cyclic, moved).astype(np.int32)
-    return chosen, int((cursor + len(cyclic)) % n)
+    chosen = np.sort((cursor + np.arange(count)) % n).astype(np.int32)
+    return chosen, int((cursor + count) % n)
 
 
 def encode(update: ModelUpdate, codec: Codec, stats: CodecStats | None = None) -> bytes:

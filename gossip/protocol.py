@@ -114,7 +114,6 @@ class GossipProtocol:
         self._membership = Membership(node_id, config.membership, rng)
         self._stats = ProtocolStats()
         self._rng = rng
-        self._reference = {k: v.copy() for k, v in params.items()} if config.codec.sparse else {}
         self._outstanding: dict[bytes, ModelUpdate] = {}  # pairwise requests awaiting a reply
         self._cursor = 0  # sparse codecs: next row of the round-robin refresh
         self._next_tick = now + self._wait()
@@ -217,9 +216,7 @@ class GossipProtocol:
             fraction = self._config.codec.sparse_fraction
             cursor = self._cursor
             for name, array in params.items():
-                rows[name], self._cursor = select_rows(array, self._reference[name], fraction,
-                                                       cursor)  # fmt: skip
-                self._reference[name][rows[name]] = array[rows[name]]
+                rows[name], self._cursor = select_rows(len(array), fraction, cursor)
         return ModelUpdate(kind, params, weight, self._version, now, rows, alpha, reply_to)
 
     def receive(self, peer: bytes, update: ModelUpdate, now: float) -> list[Send]:
