@@ -47,7 +47,7 @@ def compare(args: argparse.Namespace, kinds: list[str], track: Tracker) -> list[
                 node=config.node.changed({"defence.enabled": defence}),
             )  # fmt: skip
             label = f"{kind or 'no attack'}, defence {'on' if defence else 'off'}"
-            run = _simulate(split, groups, run_config, broker, track, label)
+            run = simulate_tracked(split, groups, run_config, broker, track, label)
             rows.append(_row(kind, run_config, run, honest))
     calm = {row["defence"]: row["hr10"] for row in rows if row["attack"] is None}
     for row in rows:  # against the run without attackers with the same defence setting
@@ -55,8 +55,9 @@ def compare(args: argparse.Namespace, kinds: list[str], track: Tracker) -> list[
     return rows
 
 
-def _simulate(split: LeaveOneOut, groups: list[IntArray], config: SimConfig,
-              broker: BrokerAddress, track: Tracker, label: str) -> SimRun:  # fmt: skip
+def simulate_tracked(split: LeaveOneOut, groups: list[IntArray], config: SimConfig,
+                     broker: BrokerAddress, track: Tracker, label: str) -> SimRun:  # fmt: skip
+    """One simulation under a progress bar labelled `label`."""
     with track(label, int(config.duration)) as bar:
         done = 0
 

@@ -24,6 +24,7 @@ from gossiprec.node.privacy import (
     noise_for,
     rounds_within,
 )
+from gossiprec.node.prometheus import node_metrics
 from gossiprec.node.recommender import BPRMF, BPRConfig, clip_per_user
 from gossiprec.sim.curious import ItemSetInference, item_set_auc
 from tests.gossipnet import admit
@@ -135,7 +136,13 @@ async def test_a_node_stops_training_once_its_budget_is_spent_and_remembers_it(
         node._new_data = True
         await node.train_round()
         assert np.array_equal(node.model.shared_arrays()["item_embedding"], frozen)
-        assert node._beacon()["epsilon"] == pytest.approx(shown["epsilon"], abs=1e-3)
+        # Peers see it in the signed beacon (`gossiprec peers`), operators in /metrics.
+        said = node.network_view()[0]["status"]
+        assert said["epsilon"] == pytest.approx(shown["epsilon"], abs=1e-3)
+        assert said["delta"] == 1e-5
+        metrics = {m.name: m.samples[0].value for m in node_metrics(node.status()) if m.samples}
+        assert metrics["gossiprec_privacy_epsilon"] == pytest.approx(shown["epsilon"])
+        assert metrics["gossiprec_privacy_rounds"] == allowed
     async with started(tmp_path / "n", identity, broker, private) as node:
         assert node.privacy is not None and node.privacy.rounds >= allowed
         assert node.status()["privacy"]["exhausted"]

@@ -193,9 +193,14 @@ def test_the_cli_writes_the_report_table_json_and_plot(
     out = tmp_path / "report"
     code = main(["sim", "--nodes", "4", "--users-per-node", "10", "--duration", "6",
                  "--period", "0.5", "--eval-every", "2", "--out", str(out),
-                 "--attackers", "0.25", "--attack", "promotion"])  # fmt: skip
+                 "--attackers", "0.25", "--attack", "promotion", "--dp-epsilon", "4"])  # fmt: skip
     assert code == 0
     printed = capsys.readouterr().out
+    # Every node trained with user-level DP within its budget; the curious node judged the rest.
+    privacy = json.loads((out / "report.json").read_text())["privacy"]
+    assert privacy["dp"] and 0 < privacy["epsilon_spent"] <= 4.0 and privacy["delta"] == 1e-5
+    assert privacy["senders_observed"] >= 1 and 0 <= privacy["item_set_auc"] <= 1
+    assert "curious node(s) told each sender's items" in printed
     assert "gossip BPR-MF" in printed and "centralized BPR-MF" in printed
     assert "1 compromised node(s) (promotion), defence on" in printed
     report = json.loads((out / "report.json").read_text())

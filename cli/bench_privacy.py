@@ -1,0 +1,112 @@
+"""`gossiprec bench privacy`: what a curious peer learns, and what differential privacy costs.
+
+Every run is the simulation `gossiprec sim` runs with the same flags (data, split, nodes and
+seeds alike), with `--curious` honest-but-curious nodes guessing each sender's item set from the
+updates they receive: first without differential privacy for each of `--codecs`, then with the
+first codec at each of `--epsilons` (each node's budget, planned for every training round the
+run can take). Rows: HR@10 and NDCG@10, the curious nodes' AUC and precision@10, epsilon spent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gossiprec.cli.bench_attacks import simulate_tracked
+from gossiprec.cli.sim import prepare
+from gossiprec.sim.broker import any_broker
+from gossiprec.sim.config import SimConfig
+from gossiprec.sim.progress import Tracker
+from gossiprec.sim.simulation import SimRun
+from gossiprec.sim.split import as_validation
+
+HEADERS = ["codec", "epsilon", "spent", "delta", "HR@10", "vs no DP", "NDCG@10",
+           "curious AUC", "precision@10"]  # fmt: skip
+
+
+def sweep(args: argparse.Namespace, track: Tracker) -> list[dict[str, Any]]:
+    _, split, groups, config = prepare(argparse.Namespace(**{**vars(args), "dp_epsilon": None}))
+    if args.on == "valid":  # to choose settings: test is never looked at
+        split = as_validation(split)
+    rounds = max(1, math.ceil(config.duration / config.node.train.period))
+    plan: list[tuple[str, float | None]] = [(codec, None) for codec in args.codecs]
+    plan += [(args.codecs[0], epsilon) for epsilon in args.epsilons]
+    rows: list[dict[str, Any]] = []
+    with any_broker(args.broker) as broker:
+        for codec, epsilon in plan:
+            changes: dict[str, Any] = {
+                "gossip.codec": codec,
+                "privacy.enabled": epsilon is not None,
+            }
+            if epsilon is not None:
+                changes.update({"privacy.epsilon": epsilon, "privacy.rounds": rounds})
+            run_config = dataclasses.replace(config, node=config.node.changed(changes))
+            label = f"{codec}, " + ("no DP" if epsilon is None else f"epsilon {epsilon:g}")
+            run = simulate_tracked(split, groups, run_config, broker, track, label)
+            rows.append(_row(codec, epsilon, run_config, run))
+    plain = {row["codec"]: row["hr10"] for row in rows if row["epsilon"] is None}
+    for row in rows:
+        row["hr10_vs_no_dp"] = row["hr10"] / plain[row["codec"]] if plain[row["codec"]] else None
+    return rows
+
+
+def _row(codec: str, epsilon: float | None, config: SimConfig, run: SimRun) -> dict[str, Any]:
+    assert run.final is not None, "a finished run has final metrics"
+    return {
+        "codec": codec,
+        "epsilon": epsilon,
+        "epsilon_spent": run.epsilon if epsilon is not None else None,
+        "delta": config.node.privacy.delta if epsilon is not None else None,
+        "clip": config.node.privacy.clip if epsilon is not None else None,
+        "hr10": run.final.hr10,
+        "ndcg10": run.final.ndcg10,
+        "auc": run.inference_auc,
+        "precision10": run.inference_precision10,
+        "senders_observed": run.inference_senders,
+        "nodes": run.nodes,
+        "pace_highest": run.pace_highest,
+        "wall_seconds": run.wall_seconds,
+    }
+
+
+def table(rows: list[dict[str, Any]]) -> list[list[object]]:
+    def shown(value: float | None) -> object:
+        return "-" if value is None else value
+
+    return [[row["codec"], shown(row["epsilon"]) if row["epsilon"] is not None else "no DP",
+             shown(row["epsilon_spent"]), shown(row["delta"]), row["hr10"],
+             shown(row["hr10_vs_no_dp"]), row["ndcg10"], shown(row["auc"]),
+             shown(row["precision10"])] for row in rows]  # fmt: skip
+
+
+def plot(rows: list[dict[str, Any]], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    codec = rows[0]["codec"]
+    private = [row for row in rows if row["epsilon"] is not None]
+    plain = next(row for row in rows if row["codec"] == codec and row["epsilon"] is None)
+    figure, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    epsilons = np.array([row["epsilon"] for row in private])
+    for axis, key, label in ((axes[0], "hr10", "HR@10"),
+                             (axes[1], "auc", "curious peer's AUC (0.5 = chance)")):  # fmt: skip
+        if len(private):
+            axis.plot(epsilons, [row[key] or np.nan for row in private], "o-", label="with DP")
+        axis.axhline(plain[key] or np.nan, color="grey", ls="--", label="no DP")
+        axis.set_xscale("log", base=2)
+        axis.set_xlabel("epsilon (each node's budget)")
+        axis.set_ylabel(label)
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=8)
+    axes[1].axhline(0.5, color="black", lw=0.8)
+    figure.suptitle(title)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
