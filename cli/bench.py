@@ -129,7 +129,9 @@ def register(commands: Commands) -> None:
         "epsilon each node spent; writes privacy.json and privacy.png to --out.",
     )
     add_run_arguments(privacy, attack=False)
-    privacy.add_argument("--codecs", nargs="+", choices=CODECS, default=["float16"])
+    privacy.add_argument("--codecs", nargs="*", choices=CODECS, default=["float16"],
+                         help="runs without DP, one per codec (none: only the runs with DP, on "
+                              "--codec)")  # fmt: skip
     privacy.add_argument("--epsilons", nargs="*", type=float, default=[1.0, 2.0, 4.0, 8.0])
     privacy.add_argument("--on", choices=["test", "valid"], default="test",
                          help="valid: nodes train on the train split only and are scored on "

@@ -35,7 +35,8 @@ def sweep(args: argparse.Namespace, track: Tracker) -> list[dict[str, Any]]:
         split = as_validation(split)
     rounds = max(1, math.ceil(config.duration / config.node.train.period))
     plan: list[tuple[str, float | None]] = [(codec, None) for codec in args.codecs]
-    plan += [(args.codecs[0], epsilon) for epsilon in args.epsilons]
+    private_codec = args.codecs[0] if args.codecs else config.node.gossip.codec
+    plan += [(private_codec, epsilon) for epsilon in args.epsilons]
     rows: list[dict[str, Any]] = []
     with any_broker(args.broker) as broker:
         for codec, epsilon in plan:
@@ -51,7 +52,8 @@ def sweep(args: argparse.Namespace, track: Tracker) -> list[dict[str, Any]]:
             rows.append(_row(codec, epsilon, run_config, run))
     plain = {row["codec"]: row["hr10"] for row in rows if row["epsilon"] is None}
     for row in rows:
-        row["hr10_vs_no_dp"] = row["hr10"] / plain[row["codec"]] if plain[row["codec"]] else None
+        baseline = plain.get(row["codec"])
+        row["hr10_vs_no_dp"] = row["hr10"] / baseline if baseline else None
     return rows
 
 
@@ -90,16 +92,17 @@ def plot(rows: list[dict[str, Any]], path: Path, title: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    codec = rows[0]["codec"]
     private = [row for row in rows if row["epsilon"] is not None]
-    plain = next(row for row in rows if row["codec"] == codec and row["epsilon"] is None)
+    codec = (private or rows)[0]["codec"]
+    plain = next((r for r in rows if r["codec"] == codec and r["epsilon"] is None), None)
     figure, axes = plt.subplots(1, 2, figsize=(12, 4.5))
     epsilons = np.array([row["epsilon"] for row in private])
     for axis, key, label in ((axes[0], "hr10", "HR@10"),
                              (axes[1], "auc", "curious peer's AUC (0.5 = chance)")):  # fmt: skip
         if len(private):
             axis.plot(epsilons, [row[key] or np.nan for row in private], "o-", label="with DP")
-        axis.axhline(plain[key] or np.nan, color="grey", ls="--", label="no DP")
+        if plain is not None:
+            axis.axhline(plain[key] or np.nan, color="grey", ls="--", label="no DP")
         axis.set_xscale("log", base=2)
         axis.set_xlabel("epsilon (each node's budget)")
         axis.set_ylabel(label)
