@@ -53,8 +53,6 @@ NODE_FLAGS: tuple[tuple[str, str, type, str], ...] = (
      "rounds (turns privacy on)"),
     ("--dp-delta", "privacy.delta", float, "the budget's delta"),
     ("--dp-clip", "privacy.clip", float, "largest change one user makes per round (L2)"),
-    ("--dp-bias-weight", "privacy.bias_weight", float,
-     "x on item biases in the clip, 1/x of the noise on them"),
 )  # fmt: skip
 CHOICES = {"gossip.codec": CODECS, "model.optimizer": OPTIMIZERS}
 

@@ -168,9 +168,6 @@ class PrivacySettings(Section):
     epsilon: float = setting(8.0, _between(0.01, 1_000.0), help="the privacy budget (epsilon)")
     delta: float = setting(1e-5, _between(1e-12, 0.1), help="the budget's delta (< 1/users)")
     clip: float = setting(0.01, _positive, help="largest change one user makes in a round (L2)")
-    bias_weight: float = setting(
-        8.0, _between(0.01, 1e4), help="x on item biases in the clip, 1/x of the noise on them"
-    )
     noise_multiplier: float = setting(
         0.0, _non_negative, help="noise std / clip; 0 = the least that spends epsilon in rounds"
     )

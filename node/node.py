@@ -228,8 +228,7 @@ class Node:
         clip = self.config.privacy.clip
         with self.lock:
             ledger.spend()  # on disk before anything it pays for can be sent
-            self.last_loss = self.model.private_round(clip, ledger.noise_multiplier, self._noise,
-                                                      self.config.privacy.bias_weight)  # fmt: skip
+            self.last_loss = self.model.private_round(clip, ledger.noise_multiplier, self._noise)
 
     async def _checkpoint_loop(self) -> None:
         while True:

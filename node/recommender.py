@@ -314,16 +314,13 @@ class BPRMF:
             self.steps_taken += 1
         return float(loss.detach())
 
-    def private_round(self, clip: float, noise_multiplier: float, noise: torch.Generator,
-                      bias_weight: float = 1.0) -> float:  # fmt: skip
+    def private_round(self, clip: float, noise_multiplier: float,
+                      noise: torch.Generator) -> float:  # fmt: skip
         """One step on every local interaction with user-level differential privacy: each
         user's gradient of the shared parameters is clipped to `clip` (L2, both arrays
         together), their sum gets Gaussian noise of std `noise_multiplier x clip` on every
         coordinate, and the shared parameters take one SGD step along it (node/privacy.py).
-        The bias gradients count `bias_weight` x in the clip and are divided by it after the
-        noise: they get that share of the clip and 1/bias_weight of the noise (a post-processing
-        step; the guarantee is the same). The private user embeddings take their usual step.
-        Returns the mean loss."""
+        The private user embeddings take their usual step. Returns the mean loss."""
         if not len(self._keys):
             return 0.0
         rows, items = self._rows, self._items
@@ -352,12 +349,11 @@ class BPRMF:
         slot_rows = torch.cat([torch.from_numpy(rows), torch.from_numpy(rows).repeat_interleave(
             self.config.negatives)])  # fmt: skip
         slot_grads = torch.cat([
-            torch.cat([pos.grad, bias_weight * pos_bias.grad[:, None]], 1),
-            torch.cat([neg.grad.reshape(-1, dim), bias_weight * neg_bias.grad.reshape(-1, 1)], 1),
+            torch.cat([pos.grad, pos_bias.grad[:, None]], 1),
+            torch.cat([neg.grad.reshape(-1, dim), neg_bias.grad.reshape(-1, 1)], 1),
         ])  # fmt: skip
         clipped = clip_per_user(slot_rows, slot_items, slot_grads, self.n_items, clip)
         clipped += torch.randn(clipped.shape, generator=noise) * (noise_multiplier * clip)
-        clipped[:, dim] /= bias_weight
         with torch.no_grad():
             self.item_embedding.sub_(self.shared_lr * clipped[:, :dim])
             self.item_bias.sub_(self.shared_lr * clipped[:, dim])
