@@ -52,7 +52,8 @@ NODE_FLAGS: tuple[tuple[str, str, type, str], ...] = (
      "user-level differential privacy: each node's budget, planned for the run's training "
      "rounds (turns privacy on)"),
     ("--dp-delta", "privacy.delta", float, "the budget's delta"),
-    ("--dp-clip", "privacy.clip", float, "largest change one user makes per round (L2)"),
+    ("--dp-clip", "privacy.clip", float, "largest gradient one user adds per round (L2)"),
+    ("--dp-lr", "privacy.lr", float, "SGD step of a private round"),
 )  # fmt: skip
 CHOICES = {"gossip.codec": CODECS, "model.optimizer": OPTIMIZERS}
 

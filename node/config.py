@@ -167,7 +167,8 @@ class PrivacySettings(Section):
     enabled: bool = setting(False, help="clip each user's change per round and add Gaussian noise")
     epsilon: float = setting(8.0, _between(0.01, 1_000.0), help="the privacy budget (epsilon)")
     delta: float = setting(1e-5, _between(1e-12, 0.1), help="the budget's delta (< 1/users)")
-    clip: float = setting(0.01, _positive, help="largest change one user makes in a round (L2)")
+    clip: float = setting(0.003, _positive, help="largest gradient one user adds in a round (L2)")
+    lr: float = setting(20.0, _positive, help="SGD step of a private round (model.lr's schedule)")
     noise_multiplier: float = setting(
         0.0, _non_negative, help="noise std / clip; 0 = the least that spends epsilon in rounds"
     )

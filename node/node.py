@@ -225,10 +225,13 @@ class Node:
                 self._budget_warned = True
             if stop:
                 return
-        clip = self.config.privacy.clip
+        settings = self.config.privacy
+        # The step follows model.lr's schedule (lr_half_life) from its own start.
+        step = settings.lr * self.model.shared_lr / self.model.config.lr
         with self.lock:
             ledger.spend()  # on disk before anything it pays for can be sent
-            self.last_loss = self.model.private_round(clip, ledger.noise_multiplier, self._noise)
+            self.last_loss = self.model.private_round(settings.clip, ledger.noise_multiplier,
+                                                      self._noise, step)  # fmt: skip
 
     async def _checkpoint_loop(self) -> None:
         while True:

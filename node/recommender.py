@@ -314,12 +314,13 @@ class BPRMF:
             self.steps_taken += 1
         return float(loss.detach())
 
-    def private_round(self, clip: float, noise_multiplier: float,
-                      noise: torch.Generator) -> float:  # fmt: skip
+    def private_round(self, clip: float, noise_multiplier: float, noise: torch.Generator,
+                      lr: float) -> float:  # fmt: skip
         """One step on every local interaction with user-level differential privacy: each
         user's gradient of the shared parameters is clipped to `clip` (L2, both arrays
         together), their sum gets Gaussian noise of std `noise_multiplier x clip` on every
-        coordinate, and the shared parameters take one SGD step along it (node/privacy.py).
+        coordinate, and the shared parameters take one SGD step of `lr` along it
+        (node/privacy.py).
         The private user embeddings take their usual step. Returns the mean loss."""
         if not len(self._keys):
             return 0.0
@@ -355,8 +356,8 @@ class BPRMF:
         clipped = clip_per_user(slot_rows, slot_items, slot_grads, self.n_items, clip)
         clipped += torch.randn(clipped.shape, generator=noise) * (noise_multiplier * clip)
         with torch.no_grad():
-            self.item_embedding.sub_(self.shared_lr * clipped[:, :dim])
-            self.item_bias.sub_(self.shared_lr * clipped[:, dim])
+            self.item_embedding.sub_(lr * clipped[:, :dim])
+            self.item_bias.sub_(lr * clipped[:, dim])
         self.steps_taken += 1
         return float(losses.detach().mean())
 

@@ -103,18 +103,18 @@ def test_a_private_round_moves_the_shared_model_by_at_most_the_clip_per_user(
 ) -> None:
     model = model_with(3, per_user, seed)
     before = {k: v.copy() for k, v in model.shared_arrays().items()}
-    model.private_round(clip, 0.0, torch.Generator().manual_seed(seed))
+    model.private_round(clip, 0.0, torch.Generator().manual_seed(seed), 50.0)
     moved = np.sqrt(sum(((model.shared_arrays()[k] - before[k]) ** 2).sum() for k in before))
-    assert 0 < moved <= 3 * model.shared_lr * clip * (1 + 1e-5)
+    assert 0 < moved <= 3 * 50.0 * clip * (1 + 1e-5)
 
 
 def test_a_private_round_adds_gaussian_noise_of_the_planned_size() -> None:
     quiet, noisy = model_with(2, 5), model_with(2, 5)
     start = quiet.shared_arrays()["item_embedding"].copy()
-    quiet.private_round(0.1, 0.0, torch.Generator().manual_seed(1))
-    noisy.private_round(0.1, 3.0, torch.Generator().manual_seed(1))
+    quiet.private_round(0.1, 0.0, torch.Generator().manual_seed(1), 50.0)
+    noisy.private_round(0.1, 3.0, torch.Generator().manual_seed(1), 50.0)
     noise = noisy.shared_arrays()["item_embedding"] - quiet.shared_arrays()["item_embedding"]
-    assert np.std(noise) == pytest.approx(quiet.shared_lr * 3.0 * 0.1, rel=0.15)
+    assert np.std(noise) == pytest.approx(50.0 * 3.0 * 0.1, rel=0.15)
     assert not np.allclose(quiet.shared_arrays()["item_embedding"], start)
 
 
