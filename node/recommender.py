@@ -319,9 +319,10 @@ class BPRMF:
         """One step on every local interaction with user-level differential privacy: each
         user's gradient of the shared parameters is clipped to `clip` (L2, both arrays
         together), their sum gets Gaussian noise of std `noise_multiplier x clip` on every
-        coordinate, and the shared parameters take one SGD step of `lr` along it
-        (node/privacy.py).
-        The private user embeddings take their usual step. Returns the mean loss."""
+        coordinate, and the shared parameters take one SGD step of `lr` along it (see
+        node/privacy.py). The private user embeddings take their usual step. The whole of the
+        local data is one batch: a round is one release, whatever its size. Returns the mean
+        loss."""
         if not len(self._keys):
             return 0.0
         rows, items = self._rows, self._items

@@ -27,7 +27,8 @@ class ItemSetInference:
 
     def __init__(self, n_items: int) -> None:
         self.n_items = n_items
-        self._last: dict[tuple[bytes, str], np.ndarray] = {}  # float16, NaN: not seen yet
+        # float16 halves the memory (a row per item per sender); NaN: not seen yet.
+        self._last: dict[tuple[bytes, str], np.ndarray] = {}
         self.scores: dict[bytes, np.ndarray] = {}  # float64 [n_items]
 
     def observe(self, sender: bytes, update: ModelUpdate) -> None:
