@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -209,46 +211,42 @@ def run_one_user(args: argparse.Namespace) -> int:
 
 
 def run_attacks(args: argparse.Namespace) -> int:
-    import json
-
     from gossiprec.cli.bench_attacks import HEADERS, compare, plot, table
     from gossiprec.cli.progress import bars
 
     if not 0 < args.attackers < 0.5:
         raise UsageError("--attackers must lie in (0, 0.5): the share of compromised nodes")
     rows = compare(args, args.kinds, bars(not args.json))
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "attacks.json").write_text(json.dumps(rows, indent=2) + "\n")
     title = (f"gossiprec bench attacks: {args.attackers:.0%} of {rows[0]['nodes']} nodes "
              f"compromised, {args.users_per_node} user(s)/node, {args.duration:.0f} s, "
              f"scored on {args.on}")  # fmt: skip
-    plot(rows, args.out / "attacks.png", title)
+    return _publish(args, "attacks", rows, title, plot, HEADERS, table(rows))
+
+
+def _publish(args: argparse.Namespace, name: str, rows: list[dict[str, Any]], title: str,
+             plot: Callable[[list[dict[str, Any]], Path, str], None], headers: list[str],
+             table: list[list[object]]) -> int:  # fmt: skip
+    """A benchmark's rows to NAME.json and NAME.png in --out, and as a table (or JSON)."""
+    args.out.mkdir(parents=True, exist_ok=True)
+    data, image = args.out / f"{name}.json", args.out / f"{name}.png"
+    data.write_text(json.dumps(rows, indent=2) + "\n")
+    plot(rows, image, title)
     if args.json:
         emit_json(rows)
         return 0
-    print_table(HEADERS, table(rows))
-    print(f"{title}\nreport: {args.out / 'attacks.json'}  plot: {args.out / 'attacks.png'}")
+    print_table(headers, table)
+    print(f"{title}\nreport: {data}  plot: {image}")
     return 0
 
 
 def run_privacy(args: argparse.Namespace) -> int:
-    import json
-
     from gossiprec.cli.bench_privacy import HEADERS, plot, sweep, table
     from gossiprec.cli.progress import bars
 
     rows = sweep(args, bars(not args.json))
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "privacy.json").write_text(json.dumps(rows, indent=2) + "\n")
     title = (f"gossiprec bench privacy: {rows[0]['nodes']} nodes x {args.users_per_node} "
              f"user(s), {args.duration:.0f} s, scored on {args.on}")  # fmt: skip
-    plot(rows, args.out / "privacy.png", title)
-    if args.json:
-        emit_json(rows)
-        return 0
-    print_table(HEADERS, table(rows))
-    print(f"{title}\nreport: {args.out / 'privacy.json'}  plot: {args.out / 'privacy.png'}")
-    return 0
+    return _publish(args, "privacy", rows, title, plot, HEADERS, table(rows))
 
 
 def run_fuzz(args: argparse.Namespace) -> int:

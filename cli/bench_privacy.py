@@ -103,7 +103,9 @@ def plot(rows: list[dict[str, Any]], path: Path, title: str) -> None:
             axis.plot(epsilons, [row[key] or np.nan for row in private], "o-", label="with DP")
         if plain is not None:
             axis.axhline(plain[key] or np.nan, color="grey", ls="--", label="no DP")
-        axis.set_xscale("log", base=2)
+        if len(private):  # a log axis needs its range given: a row may have no AUC (NaN)
+            axis.set_xscale("log", base=2)
+            axis.set_xlim(epsilons.min() / 1.5, epsilons.max() * 1.5)
         axis.set_xlabel("epsilon (each node's budget)")
         axis.set_ylabel(label)
         axis.grid(alpha=0.3)
