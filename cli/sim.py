@@ -45,6 +45,7 @@ NODE_FLAGS: tuple[tuple[str, str, type, str], ...] = (
      "model versions (merges) after which --lr halves (0 = constant)"),
     ("--clip", "model.clip", float, "largest item gradient norm per step (0 = none)"),
     ("--optimizer", "model.optimizer", str, "optimizer of the item parameters"),
+    ("--dim", "model.dim", int, "embedding size (the shared model's width)"),
     ("--defence-radius", "defence.radius", float, "clip radius, x the median recent difference"),
     ("--strike-at", "defence.strike_at", float, "radii a difference spans to be a strike"),
     ("--quarantine-at", "defence.quarantine_at", float, "strikes that quarantine a peer"),
