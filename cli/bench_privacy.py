@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import math
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from gossiprec.cli.bench_attacks import simulate_tracked
-from gossiprec.cli.sim import prepare
+from gossiprec.cli.sim import planned_rounds, prepare
 from gossiprec.sim.broker import any_broker
 from gossiprec.sim.config import SimConfig
 from gossiprec.sim.progress import Tracker
@@ -33,7 +32,7 @@ def sweep(args: argparse.Namespace, track: Tracker) -> list[dict[str, Any]]:
     _, split, groups, config = prepare(argparse.Namespace(**{**vars(args), "dp_epsilon": None}))
     if args.on == "valid":  # to choose settings: test is never looked at
         split = as_validation(split)
-    rounds = max(1, math.ceil(config.duration / config.node.train.period))
+    rounds = planned_rounds(config.duration, config.node.train.period)
     plan: list[tuple[str, float | None]] = [(codec, None) for codec in args.codecs]
     private_codec = args.codecs[0] if args.codecs else config.node.gossip.codec
     plan += [(private_codec, epsilon) for epsilon in args.epsilons]
@@ -80,7 +79,7 @@ def table(rows: list[dict[str, Any]]) -> list[list[object]]:
     def shown(value: float | None) -> object:
         return "-" if value is None else value
 
-    return [[row["codec"], shown(row["epsilon"]) if row["epsilon"] is not None else "no DP",
+    return [[row["codec"], "no DP" if row["epsilon"] is None else row["epsilon"],
              shown(row["epsilon_spent"]), shown(row["delta"]), row["hr10"],
              shown(row["hr10_vs_no_dp"]), row["ndcg10"], shown(row["auc"]),
              shown(row["precision10"])] for row in rows]  # fmt: skip
@@ -99,13 +98,12 @@ def plot(rows: list[dict[str, Any]], path: Path, title: str) -> None:
     epsilons = np.array([row["epsilon"] for row in private])
     for axis, key, label in ((axes[0], "hr10", "HR@10"),
                              (axes[1], "auc", "curious peer's AUC (0.5 = chance)")):  # fmt: skip
-        if len(private):
-            axis.plot(epsilons, [row[key] or np.nan for row in private], "o-", label="with DP")
-        if plain is not None:
-            axis.axhline(plain[key] or np.nan, color="grey", ls="--", label="no DP")
         if len(private):  # a log axis needs its range given: a row may have no AUC (NaN)
+            axis.plot(epsilons, [row[key] or np.nan for row in private], "o-", label="with DP")
             axis.set_xscale("log", base=2)
             axis.set_xlim(epsilons.min() / 1.5, epsilons.max() * 1.5)
+        if plain is not None:
+            axis.axhline(plain[key] or np.nan, color="grey", ls="--", label="no DP")
         axis.set_xlabel("epsilon (each node's budget)")
         axis.set_ylabel(label)
         axis.grid(alpha=0.3)

@@ -181,7 +181,7 @@ def node_template(args: argparse.Namespace, n_items: int) -> NodeConfig:
         # The budget is planned for every training round the run can take (fewer when paced).
         period = given["train.period"][1] or template.train.period
         given["privacy.enabled"] = ("--dp-epsilon", True)
-        given["privacy.rounds"] = ("--duration", max(1, math.ceil(args.duration / period)))
+        given["privacy.rounds"] = ("--duration", planned_rounds(args.duration, period))
     for key, (flag, value) in given.items():
         if value is None:
             continue
@@ -190,6 +190,11 @@ def node_template(args: argparse.Namespace, n_items: int) -> NodeConfig:
         except ConfigError as error:
             raise UsageError(f"{flag} {value}: {str(error).split('. Fix')[0]}") from None
     return template
+
+
+def planned_rounds(duration: float, train_period: float) -> int:
+    """The training rounds a run of `duration` can take: a DP budget is planned for them all."""
+    return max(1, math.ceil(duration / train_period))
 
 
 def prepare(args: argparse.Namespace) -> tuple[Dataset, LeaveOneOut, list[IntArray], SimConfig]:

@@ -164,7 +164,7 @@ class PrivacySettings(Section):
     """User-level differential privacy of what the node shares (node/privacy.py)."""
 
     NAME = "privacy"
-    enabled: bool = setting(False, help="clip each user's change per round and add Gaussian noise")
+    enabled: bool = setting(False, help="clip each user's gradient per round, add Gaussian noise")
     epsilon: float = setting(8.0, _between(0.01, 1_000.0), help="the privacy budget (epsilon)")
     delta: float = setting(1e-5, _between(1e-12, 0.1), help="the budget's delta (< 1/users)")
     clip: float = setting(0.003, _positive, help="largest gradient one user adds in a round (L2)")

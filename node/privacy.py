@@ -1,9 +1,10 @@
 """User-level differential privacy of what a node shares, and the privacy it has spent.
 
 A private training round (the mechanism, in `BPRMF.private_round`) takes one step on all local
-interactions in which each user's change of the shared parameters is clipped to `clip` (L2) and
-Gaussian noise of std `noise_multiplier x clip` is added to their sum before it enters the
-model: whatever one user did, the model moves by at most `clip` on their account, under noise.
+interactions in which each user's gradient of the shared parameters is clipped to `clip` (L2)
+and Gaussian noise of std `noise_multiplier x clip` is added to their sum before it enters the
+model: whatever one user did, the model moves by at most `lr x clip` on their account, under
+noise.
 Everything the node sends afterwards is computed from that model and from peers' messages, so
 it is covered too (post-processing). A round with every user in it is the Gaussian mechanism
 with sensitivity `clip`; rounds compose, and the privacy spent is read from `dp_accounting`'s
@@ -16,12 +17,9 @@ before spending them, and a restart counts every reserved round as spent.
 from __future__ import annotations
 
 import functools
-import logging
 from collections.abc import Callable
 
 import dp_accounting
-
-log = logging.getLogger(__name__)
 
 RESERVE = 16  # rounds reserved per durable write
 # Renyi orders the accountant tries: dense near 1 (large noise, many rounds) and up to 256.
@@ -29,10 +27,8 @@ ORDERS = [1 + x / 20 for x in range(1, 100)] + list(range(6, 257))
 RESERVED_ROUNDS = "privacy_rounds_reserved"  # the store counter the ledger keeps
 
 
-def _accountant(noise_multiplier: float, rounds: int) -> dp_accounting.rdp.RdpAccountant:
-    accountant = dp_accounting.rdp.RdpAccountant(ORDERS)
-    accountant.compose(dp_accounting.GaussianDpEvent(noise_multiplier), rounds)
-    return accountant
+def _accountant() -> dp_accounting.rdp.RdpAccountant:
+    return dp_accounting.rdp.RdpAccountant(ORDERS)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -40,7 +36,9 @@ def epsilon_spent(noise_multiplier: float, rounds: int, delta: float) -> float:
     """Epsilon at `delta` after `rounds` Gaussian rounds of this noise multiplier."""
     if rounds <= 0:
         return 0.0
-    return float(_accountant(noise_multiplier, rounds).get_epsilon(delta))
+    accountant = _accountant()
+    accountant.compose(dp_accounting.GaussianDpEvent(noise_multiplier), rounds)
+    return float(accountant.get_epsilon(delta))
 
 
 @functools.lru_cache(maxsize=64)
@@ -51,7 +49,7 @@ def noise_for(epsilon: float, delta: float, rounds: int) -> float:
         return dp_accounting.SelfComposedDpEvent(dp_accounting.GaussianDpEvent(sigma), rounds)
 
     found = dp_accounting.calibrate_dp_mechanism(
-        lambda: dp_accounting.rdp.RdpAccountant(ORDERS),
+        _accountant,
         event,
         epsilon,
         delta,
