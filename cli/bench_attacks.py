@@ -40,7 +40,7 @@ def compare(args: argparse.Namespace, kinds: list[str], track: Tracker) -> list[
     plan: list[tuple[str | None, bool]] = [(None, True), (None, False)]
     plan += [(kind, defence) for kind in kinds for defence in (False, True)]
     rows: list[dict[str, Any]] = []
-    with any_broker(args.broker) as broker:
+    with any_broker(args.broker, args.broker_protocol) as broker:
         for kind, defence in plan:
             run_config = dataclasses.replace(
                 config, attack=kind, attackers=args.attackers if kind else 0.0,

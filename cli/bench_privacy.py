@@ -37,7 +37,7 @@ def sweep(args: argparse.Namespace, track: Tracker) -> list[dict[str, Any]]:
     private_codec = args.codecs[0] if args.codecs else config.node.gossip.codec
     plan += [(private_codec, epsilon) for epsilon in args.epsilons]
     rows: list[dict[str, Any]] = []
-    with any_broker(args.broker) as broker:
+    with any_broker(args.broker, args.broker_protocol) as broker:
         for codec, epsilon in plan:
             changes: dict[str, Any] = {
                 "gossip.codec": codec,

@@ -21,6 +21,7 @@ from gossiprec.gossip.codec import CODECS
 from gossiprec.node.config import OPTIMIZERS, NodeConfig
 from gossiprec.node.errors import ConfigError
 from gossiprec.sim.attacks import ATTACKS
+from gossiprec.sim.compose import BASE_IMAGE, BROKER_IMAGE
 from gossiprec.sim.config import template_default
 
 if TYPE_CHECKING:
@@ -89,6 +90,18 @@ def register(commands: Commands) -> None:
     docker.add_argument("--out", type=Path, required=True)
     add_dataset_arguments(docker)
     docker.add_argument("--seed", type=int, default=0)
+    docker.add_argument("--base-image", default=BASE_IMAGE, metavar="IMAGE",
+                        help="the node image's base: any image with python3 >= 3.11 and venv "
+                        "(default %(default)s)")  # fmt: skip
+    docker.add_argument(
+        "--broker-image",
+        default=BROKER_IMAGE,
+        metavar="IMAGE",
+        help="any image with mosquitto on its PATH (default %(default)s)",
+    )
+    docker.add_argument("--wheelhouse", type=Path, metavar="DIR",
+                        help="build offline from these wheels (CPU torch and every requirement: "
+                        "pip wheel --wheel-dir DIR torch==2.13.0 setuptools .)")  # fmt: skip
     docker.add_argument("--json", action="store_true")
     docker.set_defaults(handler=run_docker)
 
@@ -159,7 +172,15 @@ def add_run_arguments(parser: argparse.ArgumentParser, *, attack: bool = True) -
         help="honest nodes that also guess, from what they receive, which items each "
         "sender's users touched (the report's item-set AUC)",
     )
-    parser.add_argument("--broker", help="mqtt://HOST:PORT (default: start one here)")
+    parser.add_argument("--broker", help="mqtt://HOST:PORT, or a cluster's brokers "
+                        "mqtt://A:PORT,mqtt://B:PORT,... to spread the nodes over "
+                        "(default: start one here)")  # fmt: skip
+    parser.add_argument(
+        "--broker-protocol",
+        type=int,
+        choices=(4, 5),
+        help="MQTT version for --broker: 4 = 3.1.1 (RabbitMQ 3.x), 5 (default)",
+    )
     if attack:
         parser.add_argument("--attack", choices=ATTACKS, help="what the compromised nodes do")
         parser.add_argument("--no-defence", action="store_true",
@@ -254,7 +275,7 @@ def run_sim(args: argparse.Namespace) -> int:
         popularity(split),
     ]
     with (
-        any_broker(args.broker) as broker,
+        any_broker(args.broker, args.broker_protocol) as broker,
         track(f"gossip: {len(groups)} nodes", int(config.duration)) as bar,
     ):
         done = [0]
@@ -341,10 +362,11 @@ def run_sim(args: argparse.Namespace) -> int:
 
 def run_docker(args: argparse.Namespace) -> int:
     from gossiprec.sim.catalog import load_dataset
-    from gossiprec.sim.compose import write_compose_project
+    from gossiprec.sim.compose import Images, write_compose_project
 
     dataset = load_dataset(args.dataset, args.data, args.seed)
-    result = write_compose_project(args.out, args.nodes, dataset, seed=args.seed)
+    images = Images(args.base_image, args.broker_image, args.wheelhouse)
+    result = write_compose_project(args.out, args.nodes, dataset, seed=args.seed, images=images)
     if args.json:
         emit_json(result)
     else:

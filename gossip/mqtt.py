@@ -1,4 +1,6 @@
-"""MQTT transport on aiomqtt: one client, re-entered in a reconnect loop with backoff and jitter.
+"""MQTT transport on aiomqtt: one client per broker, re-entered in a reconnect loop with backoff
+and jitter. With several brokers (the nodes of one MQTT cluster), a lost or refused connection
+moves the link to the next one in the list; it stays there while that broker lasts.
 
 Subscriptions are renewed on every connect. Model messages use QoS 1; the socket runs with
 TCP_NODELAY so small control messages are not held back behind Nagle's algorithm. Incoming
@@ -43,12 +45,19 @@ class MqttConfig:
     # MQTT 5: the broker must not send this node a larger packet (a sealed update is at most
     # 4 MiB); with MQTT 3.1.1 only the broker's own max_packet_size protects the node.
     max_packet_bytes: int = 4 * 1024 * 1024 + 65_536
+    # More brokers of the same cluster, (host, port), tried in order after host:port fails.
+    fallbacks: tuple[tuple[str, int], ...] = ()
 
     def __post_init__(self) -> None:
         if self.protocol not in (4, 5):
             raise ValueError(f"protocol must be 4 (MQTT 3.1.1) or 5, got {self.protocol}")
-        if not 0 < self.port < 65_536:
-            raise ValueError(f"port must lie in 1..65535, got {self.port}")
+        for _, port in self.endpoints:
+            if not 0 < port < 65_536:
+                raise ValueError(f"port must lie in 1..65535, got {port}")
+
+    @property
+    def endpoints(self) -> tuple[tuple[str, int], ...]:
+        return ((self.host, self.port), *self.fallbacks)
 
 
 def _reraise_swallowed_cancel() -> None:
@@ -84,7 +93,8 @@ class MqttTransport:
         self._queue: asyncio.Queue[Incoming] = asyncio.Queue(maxsize=config.queue_size)
         self._connected = asyncio.Event()
         self._client: aiomqtt.Client | None = None  # set while connected
-        self._made: aiomqtt.Client | None = None  # the one client, re-entered on reconnect
+        self._made: aiomqtt.Client | None = None  # the client of the broker in use
+        self._clients: dict[tuple[str, int], aiomqtt.Client] = {}  # one per broker, re-entered
         self._runner: asyncio.Task[None] | None = None
 
     @property
@@ -96,7 +106,7 @@ class MqttTransport:
             await asyncio.wait_for(self._connected.wait(), timeout)
         return self.connected
 
-    def _make_client(self) -> aiomqtt.Client:
+    def _make_client(self, host: str, port: int) -> aiomqtt.Client:
         version = (
             aiomqtt.ProtocolVersion.V5
             if self.config.protocol == 5
@@ -110,7 +120,7 @@ class MqttTransport:
             properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
             properties.MaximumPacketSize = self.config.max_packet_bytes
         return aiomqtt.Client(
-            self.config.host, self.config.port, identifier=self.client_id,
+            host, port, identifier=self.client_id,
             username=self.config.username, password=self.config.password, protocol=version,
             will=will, keepalive=self.config.keepalive, timeout=self.config.timeout,
             max_inflight_messages=self.config.max_inflight,
@@ -141,11 +151,22 @@ class MqttTransport:
                 log.warning("%s transport ended with %r", self.client_id, runner.exception())
         self._connected.clear()
 
+    def _client_for(self, endpoint: tuple[str, int]) -> aiomqtt.Client:
+        if endpoint not in self._clients:
+            self._clients[endpoint] = self._make_client(*endpoint)
+        self._made = self._clients[endpoint]
+        self.stats.broker = f"{endpoint[0]}:{endpoint[1]}"
+        return self._made
+
     async def _run(self) -> None:
-        """Connect, subscribe, pump messages; on any loss, back off with jitter and retry."""
-        client = self._made = self._make_client()
+        """Connect, subscribe, pump messages; on any loss, back off with jitter and retry, on the
+        next broker of the list if there are several."""
+        endpoints = self.config.endpoints
+        current, last_connected = 0, None
         delay = self.config.backoff_initial
         while True:
+            host, port = endpoints[current]
+            client = self._client_for(endpoints[current])
             try:
                 async with client:
                     for topic in self.subscriptions:
@@ -154,10 +175,14 @@ class MqttTransport:
                     self._client = client
                     self._connected.set()
                     self.stats.connects += 1
+                    if last_connected not in (None, current):
+                        self.stats.failovers += 1
+                    last_connected = current
+                    if self.stats.down_since is not None:
+                        self.stats.last_outage = time.time() - self.stats.down_since
                     self.stats.down_since = None
                     delay = self.config.backoff_initial
-                    log.info("%s connected to %s:%d", self.client_id, self.config.host,
-                             self.config.port)  # fmt: skip
+                    log.info("%s connected to %s:%d", self.client_id, host, port)
                     async for message in client.messages:
                         self._accept(message)
             except aiomqtt.MqttError as error:
@@ -165,8 +190,7 @@ class MqttTransport:
                 if refused(error):  # retrying will not help until someone fixes the login
                     log.error("%s: the broker at %s:%d refused the login (%s). Fix: check "
                               "broker.username and broker.password; retrying in %.2fs",
-                              self.client_id, self.config.host, self.config.port, error,
-                              delay)  # fmt: skip
+                              self.client_id, host, port, error, delay)  # fmt: skip
                 else:
                     log.warning("%s lost the broker (%s); retrying in %.2fs", self.client_id,
                                 error, delay)  # fmt: skip
@@ -175,8 +199,11 @@ class MqttTransport:
                 self._client = None
                 if self.stats.down_since is None:
                     self.stats.down_since = time.time()
+            current = (current + 1) % len(endpoints)
             await asyncio.sleep(delay * self._rng.uniform(0.5, 1.5))
-            delay = min(self.config.backoff_max, delay * 2)
+            # The backoff grows once every broker of the list has failed in turn.
+            if current == 0 or len(endpoints) == 1:
+                delay = min(self.config.backoff_max, delay * 2)
 
     def _accept(self, message: aiomqtt.Message) -> None:
         payload = message.payload

@@ -33,6 +33,9 @@ class TransportStats:
     dropped_incoming: int = 0  # the bounded incoming queue was full
     connects: int = 0
     down_since: float | None = None  # time.time() the link went down (or was made); None: up
+    broker: str = ""  # HOST:PORT of the broker this link is on (or last tried)
+    failovers: int = 0  # connects to another broker than the one before
+    last_outage: float = 0.0  # seconds the link was down before its latest connect
     last_error: str = ""  # why the link last went down or failed to come up
 
 

@@ -79,6 +79,16 @@ def _mqtt_url(value: Any) -> str | None:
     return None
 
 
+def _mqtt_urls(value: Any) -> str | None:
+    """Empty, or comma-separated mqtt://HOST:PORT addresses."""
+    if not isinstance(value, str):
+        return 'must be one string, e.g. "mqtt://a:1883,mqtt://b:1883"'
+    for url in filter(None, (part.strip() for part in value.split(","))):
+        if problem := _mqtt_url(url):
+            return f"has {url!r}, which {problem}"
+    return None
+
+
 def setting(default: Any = None, check: Check | None = None, *, help: str = "",
             secret: bool = False, required: bool = False) -> Any:  # fmt: skip
     """A config key: its default, its rule, and the line `config show` prints about it."""
@@ -114,11 +124,21 @@ class NodeSettings(Section):
 class BrokerSettings(Section):
     NAME = "broker"
     url: str = setting("mqtt://127.0.0.1:1883", _mqtt_url, help="the MQTT broker")
+    urls: str = setting(
+        "", _mqtt_urls, help="the brokers of one MQTT cluster, comma-separated, tried in turn "
+        "(fail over); set, it replaces broker.url"
+    )  # fmt: skip
     username: str = setting("", help="broker login; empty = anonymous")
     password: str = setting(
         "", secret=True, help="broker password (or GOSSIPREC_BROKER_PASSWORD_FILE)"
     )
     protocol: int = setting(5, _mqtt_version, help="4 = MQTT 3.1.1, 5 = MQTT 5")
+
+    @property
+    def addresses(self) -> list[str]:
+        """The brokers in the order a node tries them."""
+        listed = [part.strip() for part in self.urls.split(",") if part.strip()]
+        return listed or [self.url]
 
 
 @dataclass(frozen=True)

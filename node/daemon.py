@@ -37,8 +37,9 @@ LOCK_FILE = "node.lock"
 
 def mqtt_config(config: NodeConfig) -> MqttConfig:
     broker = config.broker
-    url = urlsplit(broker.url)
-    return MqttConfig(host=url.hostname or "127.0.0.1", port=url.port or 1883,
+    endpoints = [(url.hostname or "127.0.0.1", url.port or 1883)
+                 for url in map(urlsplit, broker.addresses)]  # fmt: skip
+    return MqttConfig(host=endpoints[0][0], port=endpoints[0][1], fallbacks=tuple(endpoints[1:]),
                       username=broker.username or None, password=broker.password or None,
                       protocol=broker.protocol)  # fmt: skip
 
@@ -89,7 +90,8 @@ async def serve(config: NodeConfig) -> None:
             except OSError as error:  # a port in use, a folder that cannot be made, ...
                 raise StartupError(f"cannot start: {error}. Fix: the setting it names.") from error
             log.info("node %s up: network %s, broker %s, control %s", identity.node_id.hex(),
-                     identity.network, config.broker.url, config.control_socket)  # fmt: skip
+                     identity.network, ",".join(config.broker.addresses),
+                     config.control_socket)  # fmt: skip
             async with asyncio.TaskGroup() as group:
                 running = group.create_task(node.run())
                 await stop.wait()

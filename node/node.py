@@ -306,8 +306,11 @@ class Node:
             "node_id": self.identity.node_id.hex(),
             "network": self.identity.network,
             "broker": {
-                "url": self.config.broker.url,
+                "url": ",".join(self.config.broker.addresses),
                 "connected": transport.connected,
+                "endpoint": transport.stats.broker,
+                "failovers": transport.stats.failovers,
+                "last_outage": transport.stats.last_outage,
                 "down_for": 0.0 if down_since is None else self._clock() - down_since,
                 "last_error": transport.stats.last_error,
                 "connects": transport.stats.connects,

@@ -156,16 +156,29 @@ class BrokerAddress:
     # only 3.1.1, and paho's parsing of MQTT 5 properties took ~10% of a 943-node run's CPU.
     protocol: int
     description: str
+    others: tuple[tuple[str, int], ...] = ()  # more brokers of one cluster
+
+    def endpoints_for(self, index: int) -> list[tuple[str, int]]:
+        """The brokers in the order node `index` tries them: nodes spread evenly over a cluster,
+        and each fails over to the others in turn."""
+        every = [(self.host, self.port), *self.others]
+        start = index % len(every)
+        return every[start:] + every[:start]
 
 
 @contextlib.contextmanager
-def any_broker(url: str | None) -> Iterator[BrokerAddress]:
-    """The broker at `url`, else a private mosquitto from PATH, else an embedded amqtt."""
+def any_broker(url: str | None, protocol: int | None = None) -> Iterator[BrokerAddress]:
+    """The broker at `url` (or the cluster at `url,url,...`, nodes spread over it), else a
+    private mosquitto from PATH, else an embedded amqtt."""
     if url:
-        parts = urlsplit(url)
-        if parts.scheme != "mqtt" or not parts.hostname:
-            raise BrokerError(f"--broker {url!r} must look like mqtt://HOST:PORT")
-        yield BrokerAddress(parts.hostname, parts.port or 1883, 5, url)
+        endpoints = []
+        for part in url.split(","):
+            parts = urlsplit(part.strip())
+            if parts.scheme != "mqtt" or not parts.hostname:
+                raise BrokerError(f"--broker {part!r} must look like mqtt://HOST:PORT[,...]")
+            endpoints.append((parts.hostname, parts.port or 1883))
+        (host, port), *others = endpoints
+        yield BrokerAddress(host, port, protocol or 5, url, tuple(others))
         return
     broker: Mosquitto = Mosquitto() if find_mosquitto() else EmbeddedBroker()
     with broker:

@@ -71,6 +71,9 @@ class SeatStats:
     clipped: int = 0  # messages its defence cut, over every incarnation
     quarantines: int = 0  # peers it has quarantined (now, in this incarnation)
     epsilon: float = 0.0  # differential privacy its node has spent (0 without)
+    broker: str = ""  # HOST:PORT its node is connected to (or last tried)
+    failovers: int = 0  # times its node moved to another broker of the cluster
+    last_outage: float = 0.0  # seconds its node was without a broker before its latest connect
 
 
 @dataclass(frozen=True)
@@ -134,6 +137,9 @@ class Seat:
             self.clipped_before + (status.clipped if status else 0),
             sum(p.quarantines for p in status.peers) if status else 0,
             node.privacy.epsilon if node and node.privacy else 0.0,
+            transport.stats.broker if transport else "",
+            transport.stats.failovers if transport else 0,
+            transport.stats.last_outage if transport else 0.0,
         )
 
 
@@ -242,7 +248,8 @@ class NodeHost:
         return run.node.changed({
             "node.data_dir": seat.folder,
             "node.checkpoint_period": max(30.0, run.duration / 4),
-            "broker.url": f"mqtt://{spec.broker.host}:{spec.broker.port}",
+            "broker.urls": ",".join(f"mqtt://{host}:{port}"
+                                    for host, port in spec.broker.endpoints_for(seat.spec.index)),
             "broker.protocol": spec.broker.protocol,
             "gossip.period": gossip_period, "gossip.heartbeat": heartbeat,
             "gossip.suspect_after": 2.5 * heartbeat, "gossip.dead_after": 4 * heartbeat,
@@ -253,7 +260,8 @@ class NodeHost:
 
     def _transport(self, seat: Seat, identity: Identity) -> Transport:
         broker, shards, index = self.spec.broker, self.spec.shards, seat.spec.index
-        mqtt = MqttConfig(host=broker.host, port=broker.port, protocol=broker.protocol,
+        (host, port), *others = broker.endpoints_for(index)
+        mqtt = MqttConfig(host=host, port=port, fallbacks=tuple(others), protocol=broker.protocol,
                           keepalive=30, timeout=30.0, backoff_initial=0.5, backoff_max=5.0,
                           queue_size=128)  # fmt: skip
         inner = MqttTransport(mqtt, identity.node_id.hex(), subscriptions(identity, shards),

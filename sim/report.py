@@ -100,11 +100,21 @@ def build_report(
             "delta": config.node.privacy.delta,
             "epsilon_budget": config.node.privacy.epsilon,
         },
+        "brokers": {
+            "nodes_per_broker": run.brokers,
+            "failovers": len(run.failover_seconds),
+            "failover_seconds_median": _median(run.failover_seconds),
+            "failover_seconds_max": max(run.failover_seconds, default=None),
+        },
         "late_joiners": late_join_summary(run, central_hits),
         "baselines": [b.as_dict() for b in baselines],
         "series": [asdict(p) for p in run.points],
         "late_series": [asdict(p) for p in run.late],
     }
+
+
+def _median(values: list[float]) -> float | None:
+    return float(np.median(values)) if values else None
 
 
 def summary_rows(report: dict[str, Any]) -> list[list[object]]:

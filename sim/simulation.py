@@ -17,6 +17,7 @@ import os
 import random
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -104,6 +105,9 @@ class SimRun:
     inference_precision10: float | None = None
     inference_senders: int = 0
     epsilon: float = 0.0  # the most differential privacy an honest node spent (0: off)
+    brokers: dict[str, int] = field(default_factory=dict)  # running nodes per broker, at the end
+    # Seconds without a broker before reconnecting elsewhere, one per node that failed over.
+    failover_seconds: list[float] = field(default_factory=list)
 
 
 def default_workers(nodes: int) -> int:
@@ -261,6 +265,8 @@ class Simulation:
         self.run.clipped = sum(seat.clipped for seat in stats.values())
         self.run.quarantines = sum(seat.quarantines for seat in stats.values())
         self.run.epsilon = max((seat.epsilon for seat in stats.values()), default=0.0)
+        self.run.brokers = dict(Counter(s.broker for s in stats.values() if s.online))
+        self.run.failover_seconds = [s.last_outage for s in stats.values() if s.failovers]
         await self._judge_inference()
 
     async def _judge_inference(self) -> None:

@@ -60,6 +60,11 @@ def test_containers_can_configure_by_environment_alone() -> None:
         ),
         (MINIMAL + "[gossip]\nfanout = 0\n", {}, r"gossip\.fanout = 0 .* must lie in 1\.\.64"),
         (MINIMAL + '[broker]\nurl = "http://x"\n', {}, r"broker\.url .* mqtt://HOST:PORT"),
+        (
+            MINIMAL,
+            {"GOSSIPREC_BROKER_URLS": "mqtt://a:1883,b:1883"},
+            r"broker\.urls .* has 'b:1883', which must look like mqtt://HOST:PORT",
+        ),
         (MINIMAL + "[gossip]\nfanuot = 2\n", {}, r"unknown key gossip\.fanuot"),
         (MINIMAL + "[gossip]\nsuspect_after = 60.0\n", {}, r"suspect_after must be less"),
         ("[node\n", {}, r"not valid TOML"),

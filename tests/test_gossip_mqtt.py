@@ -221,3 +221,26 @@ async def test_an_mqtt5_node_never_reads_a_packet_over_its_limit(mosquitto: Mosq
         first = await asyncio.wait_for(anext(received), 30)
         assert (first.topic, first.payload) == ("g/small", b"after")
         assert rx.stats.bytes_in < 1_000_000
+
+
+async def test_a_link_to_a_broker_cluster_fails_over_to_the_next_broker(tmp_path: Path) -> None:
+    from gossiprec.gossip.mqtt import MqttConfig, MqttTransport
+
+    topic = "gossiprec/test/failover"
+    with Mosquitto() as first, Mosquitto() as second:
+        config = MqttConfig(port=first.port, fallbacks=(("127.0.0.1", second.port),),
+                            backoff_initial=0.1, keepalive=5)  # fmt: skip
+        link = MqttTransport(config, "roaming", [topic])
+        async with link:
+            assert await link.wait_connected(10)
+            assert link.stats.broker == f"127.0.0.1:{first.port}"
+            first.kill()
+            deadline = time.monotonic() + 20
+            while link.stats.failovers == 0 and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            assert link.stats.broker == f"127.0.0.1:{second.port}" and link.connected
+            assert link.stats.failovers == 1 and 0 < link.stats.last_outage < 10
+            # Subscriptions came along: a message published on the second broker arrives.
+            assert await link.publish(topic, b"still here")
+            received = link.incoming()
+            assert (await asyncio.wait_for(anext(received), 10)).payload == b"still here"
