@@ -75,8 +75,10 @@ def last_will(identity: Identity, shards: int = 1) -> LastWill:
 
 def beacon(identity: Identity, version: int, status: dict[str, int | float | str],
            now: float) -> bytes:  # fmt: skip
-    """A signed presence beacon: model version, public status, this run's session."""
-    body = pack({"v": version, "s": status, "n": identity.session})
+    """A signed presence beacon: model version, public status, this run's session, and the
+    version of the revocation list it holds (peers behind it are sent the list)."""
+    body = pack({"v": version, "s": status, "n": identity.session,
+                 "c": identity.trust.crl.version})  # fmt: skip
     return sign_statement(identity.keys, identity.certificate, body, now)
 
 
@@ -135,6 +137,7 @@ class NodeCounters:
     beacons_received: int = 0
     updates_received: int = 0
     updates_sent: int = 0
+    crl_relayed: int = 0  # revocation lists sent to peers behind
 
 
 class GossipNode:
@@ -172,6 +175,7 @@ class GossipNode:
         # lost its retained copy must not let a revoked node back in.
         self._crl_file = state_dir / CRL_FILE
         self._load_crl()
+        self._crl_behind = False  # a peer's beacon showed an older revocation list than ours
         self.revoked = self._own_certificate_revoked()
         self._sealer = Sealer(identity.keys, identity.network, SequenceCounter(state_dir / "seq"))
         self._opener = Opener(identity.keys, identity.trust, self.directory.get,
@@ -238,8 +242,21 @@ class GossipNode:
         signed = beacon(self.identity, self._protocol.version, self._status(), self._clock())
         if await self.transport.publish(self._presence_topic, signed, retain=True):
             self.counters.beacons_sent += 1
+            await self._relay_crl()
             return True
         return False
+
+    async def _relay_crl(self) -> None:
+        """Send our revocation list to peers whose beacons show an older one. On a broker cluster
+        a retained list may live on one broker only (RabbitMQ keeps retained messages per node),
+        so a node that joined elsewhere never got it. The list is signed: any node may relay it.
+        Waiting for our own heartbeat spreads the relays; one from anyone clears the others'."""
+        if not self._crl_behind or self.identity.trust.crl.version == 0:
+            return
+        self._crl_behind = False
+        if await self.transport.publish(topics.crl(self.identity.network),
+                                        self.identity.trust.crl.encode(), retain=True):  # fmt: skip
+            self.counters.crl_relayed += 1
 
     async def _gossip_loop(self) -> None:
         while True:
@@ -368,9 +385,11 @@ class GossipNode:
             if "leave" in body:
                 self._on_leave(node_id, body["leave"])
                 return
-            version, session = body.get("v", 0), body.get("n")
+            version, session, crl = body.get("v", 0), body.get("n"), body.get("c", 0)
             if type(version) is not int or not 0 <= version < 2**63:
                 raise DecodeError("beacon", "version")
+            if type(crl) is not int or not 0 <= crl < 2**63:
+                raise DecodeError("beacon", "crl")
             if not isinstance(session, bytes) or len(session) != SESSION_BYTES:
                 raise DecodeError("beacon", "session")
             status = beacon_status(body.get("s", {}))
@@ -383,6 +402,8 @@ class GossipNode:
             self.counters.rejected["beacon:stale"] += 1
             return
         self.counters.beacons_received += 1
+        if crl < self.identity.trust.crl.version:
+            self._crl_behind = True
         self.directory[node_id] = statement.certificate
         # Alive as of when it signed the beacon, not when it arrived: a replayed old beacon
         # cannot keep a dead node looking alive.
@@ -401,10 +422,13 @@ class GossipNode:
 
     def _on_crl(self, payload: bytes) -> None:
         try:
-            adopted = self.identity.trust.update_crl(RevocationList.decode(payload))
+            received = RevocationList.decode(payload)
+            adopted = self.identity.trust.update_crl(received)
         except CertificateError:
             self.counters.rejected["crl:invalid"] += 1
             return
+        if received.version >= self.identity.trust.crl.version:
+            self._crl_behind = False  # someone has just sent the list: no need to relay it too
         if not adopted:
             return
         try:

@@ -183,3 +183,25 @@ async def test_liveness_counts_from_the_time_a_beacon_was_signed(tmp_path: Path)
                                beacon(peer, 0, {}, signed_at), retain=True)  # fmt: skip
         assert await cluster.until(lambda: peer.node_id in target.presence, 10)
         assert target.presence[peer.node_id].last_seen == pytest.approx(signed_at, abs=0.01)
+
+
+async def test_a_revocation_list_only_one_node_holds_reaches_the_others_through_it(
+    tmp_path: Path,
+) -> None:
+    # On a broker cluster a retained list may live on one broker only (RabbitMQ keeps retained
+    # messages per node): nodes that subscribed elsewhere never see it. Beacons carry the
+    # version each node holds; a node ahead relays the signed list to those behind.
+    authority = Authority.create(tmp_path / "ca", "memnet")
+    made, truth = make_nodes(tmp_path, authority, 3, "pairwise")
+    stranger = admit(authority)
+    crl = authority.revoke({stranger.certificate.serial}, int(time.time()))
+    assert made[0][0].trust.update_crl(crl)
+    broker = InMemoryBroker()
+    async with running(tmp_path, made, truth, memory_factory(broker)) as cluster:
+        assert await cluster.until(
+            lambda: all(n.identity.trust.crl.version == crl.version for n in cluster.nodes), 10
+        ), cluster.report()
+        relayed = [n.counters.crl_relayed for n in cluster.nodes]
+        assert relayed[0] >= 1 and sum(relayed) <= 3, relayed
+        revoked = cluster.nodes[2].identity.trust.crl.revoked
+        assert stranger.certificate.serial in revoked
