@@ -52,6 +52,13 @@ def register(commands: Commands) -> None:
         "of one pairwise exchange for each codec.",
     )
     gossip.add_argument("--broker", help="mqtt://HOST:PORT (default: a private mosquitto)")
+    gossip.add_argument(
+        "--protocol",
+        type=int,
+        choices=(4, 5),
+        default=5,
+        help="MQTT version: 4 = 3.1.1 (RabbitMQ 3.x), 5 (default)",
+    )
     gossip.add_argument("--messages", type=int, default=200)
     gossip.add_argument("--json", action="store_true")
     gossip.set_defaults(handler=run_gossip)
@@ -153,7 +160,7 @@ def run_envelope(args: argparse.Namespace) -> int:
 def run_gossip(args: argparse.Namespace) -> int:
     from gossiprec.cli.bench_gossip import bench_gossip
 
-    result = bench_gossip(args.broker, args.messages)
+    result = bench_gossip(args.broker, args.messages, args.protocol)
     if args.json:
         emit_json(result)
         return 0

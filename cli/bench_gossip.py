@@ -3,6 +3,7 @@
 Full path per message: encode (codec) -> seal (crypto) -> publish (QoS 1) -> broker ->
 deliver -> open (certificate, replay, decrypt, signature) -> decode (validated arrays).
 Raw: aiomqtt publish (QoS 1) and receive of a payload of the same size. Both in one process.
+Then the raw rate of presence-beacon-sized messages, the other half of a broker's load.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from gossiprec.crypto.keys import NodeKeys
 from gossiprec.crypto.replay import SequenceCounter
 from gossiprec.gossip import topics
 from gossiprec.gossip.codec import CODECS, Codec, encode
-from gossiprec.gossip.driver import GossipNode, Identity
+from gossiprec.gossip.driver import GossipNode, Identity, beacon
 from gossiprec.gossip.messages import Kind, ModelUpdate
 from gossiprec.gossip.mqtt import MqttConfig, MqttTransport
 from gossiprec.gossip.protocol import GossipConfig, GossipProtocol
@@ -44,10 +45,12 @@ def _identity(authority: Authority) -> Identity:
     return Identity(keys, cert, authority.trust_store())
 
 
-async def _raw_rate(host: str, port: int, payload: bytes, count: int) -> float:
+async def _raw_rate(host: str, port: int, payload: bytes, count: int, protocol: int) -> float:
     topic = "gossiprec/bench/raw"
-    async with aiomqtt.Client(host, port, identifier="bench-raw-rx") as receiver, \
-            aiomqtt.Client(host, port, identifier="bench-raw-tx") as sender:  # fmt: skip
+    version = aiomqtt.ProtocolVersion.V5 if protocol == 5 else aiomqtt.ProtocolVersion.V311
+    rx = aiomqtt.Client(host, port, identifier="bench-raw-rx", protocol=version)
+    tx = aiomqtt.Client(host, port, identifier="bench-raw-tx", protocol=version)
+    async with rx as receiver, tx as sender:
         await receiver.subscribe(topic, qos=1)
         start = time.perf_counter()
 
@@ -72,13 +75,14 @@ def _gossip_node(identity: Identity, transport: MqttTransport, folder: Path) -> 
     return GossipNode(identity, transport, protocol, folder / identity.node_id.hex())
 
 
-async def _full_rate(host: str, port: int, folder: Path, count: int) -> tuple[float, int]:
+async def _full_rate(host: str, port: int, folder: Path, count: int,
+                     protocol: int) -> tuple[float, int]:  # fmt: skip
     """The driver's own path: seal_update and open_update in worker threads, as in GossipNode."""
     authority = Authority.create(folder / "ca", "bench")
     alice, bob = _identity(authority), _identity(authority)
     inbox = topics.inbox("bench", bob.node_id)
     update = model_update()
-    config = MqttConfig(host=host, port=port)
+    config = MqttConfig(host=host, port=port, protocol=protocol)
     sizes = []
     async with MqttTransport(config, "bench-rx", [inbox]) as rx, \
             MqttTransport(config, "bench-tx", []) as tx:  # fmt: skip
@@ -106,6 +110,13 @@ async def _full_rate(host: str, port: int, folder: Path, count: int) -> tuple[fl
     return rate, sizes[0]
 
 
+def _beacon(folder: Path) -> bytes:
+    """A presence beacon as nodes send them (signed, with certificate and a public status)."""
+    identity = _identity(Authority.create(folder / "ca-beacon", "bench"))
+    status: dict[str, int | float | str] = {"users": 30, "loss": 0.1, "epsilon": 0.0}
+    return beacon(identity, 1_000, status, time.time())
+
+
 def exchange_bytes() -> dict[str, int]:
     """Sealed bytes of one pairwise exchange (request + reply) per codec."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -126,16 +137,19 @@ def exchange_bytes() -> dict[str, int]:
     return result
 
 
-def bench_gossip(broker_url: str | None, count: int = 200) -> dict[str, object]:
+def bench_gossip(broker_url: str | None, count: int = 200, protocol: int = 5) -> dict[str, object]:
     from gossiprec.sim.broker import Mosquitto
 
     async def run(host: str, port: int) -> dict[str, object]:
         payload = bytes(ROWS * DIM * 4 + ROWS * 4)
-        raw = await _raw_rate(host, port, payload, count)
+        raw = await _raw_rate(host, port, payload, count, protocol)
         with tempfile.TemporaryDirectory() as tmp:
-            full, size = await _full_rate(host, port, Path(tmp), count)
+            full, size = await _full_rate(host, port, Path(tmp), count, protocol)
+            small = bytes(len(_beacon(Path(tmp))))
+        beacons = await _raw_rate(host, port, small, 20 * count, protocol)
         return {"messages": count, "raw_aiomqtt_msgs_per_s": raw, "full_path_msgs_per_s": full,
-                "ratio": full / raw, "sealed_message_bytes": size}  # fmt: skip
+                "ratio": full / raw, "sealed_message_bytes": size, "beacon_bytes": len(small),
+                "raw_beacon_msgs_per_s": beacons}  # fmt: skip
 
     if broker_url:
         host, _, port = broker_url.removeprefix("mqtt://").partition(":")
