@@ -19,6 +19,7 @@ import hashlib
 import os
 import secrets
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,8 @@ from gossiprec.sim.split import leave_one_out
 
 NETWORK = "compose"
 IMAGE = "gossiprec:latest"
+BASE_IMAGE = "python:3.11-slim"  # the node image's FROM (docker/Dockerfile's BASE)
+BROKER_IMAGE = "eclipse-mosquitto:2"  # any image with mosquitto on its PATH
 PASSWORD_ITERATIONS = 101  # mosquitto_passwd's default for $7$
 AUTHORITY_USER = "authority"
 # The node image's unprivileged user (docker/Dockerfile). Generated as root, the node folders
@@ -65,7 +68,8 @@ def acl_lines(user: str, node_id: bytes, network: str = NETWORK) -> list[str]:
         f"topic read {topics.all_presence(network)}",
         f"topic write {prefix}/inbox/+",
         f"topic read {topics.inbox(network, node_id)}",
-        f"topic read {topics.crl(network)}",
+        # Write too: a node relays the (signed) list to peers whose beacons show an older one.
+        f"topic readwrite {topics.crl(network)}",
         "",
     ]
 
@@ -105,12 +109,25 @@ def source_root() -> Path | None:
     return root if (root / "pyproject.toml").exists() and (root / "docker").is_dir() else None
 
 
-def write_compose_project(folder: Path, n_nodes: int, dataset: Dataset,
-                          seed: int = 0) -> dict[str, Any]:  # fmt: skip
+@dataclass(frozen=True)
+class Images:
+    """Where the images come from: pulled by default; local images and a wheelhouse offline."""
+
+    base: str = BASE_IMAGE
+    broker: str = BROKER_IMAGE
+    wheelhouse: Path | None = None  # wheels for every requirement (CPU torch included)
+
+
+def write_compose_project(folder: Path, n_nodes: int, dataset: Dataset, seed: int = 0,
+                          images: Images = Images()) -> dict[str, Any]:  # fmt: skip
     if n_nodes < 2:
         raise SimError(f"--nodes must be >= 2, got {n_nodes}")
     if folder.exists() and any(folder.iterdir()):
         raise SimError(f"{folder} is not empty. Fix: choose a new --out folder.")
+    if images.wheelhouse is not None and not any(images.wheelhouse.glob("torch-*.whl")):
+        raise SimError(f"--wheelhouse {images.wheelhouse} holds no torch wheel. Fix: pip wheel "
+                       f"--wheel-dir {images.wheelhouse} torch==2.13.0 setuptools "
+                       "PATH-TO-GOSSIPREC")  # fmt: skip
     split = leave_one_out(dataset, seed=seed)
     users_all, items_all = train_and_valid_pairs(split)
     groups = partition_users(split, -(-split.n_users // n_nodes), seed=seed)[:n_nodes]
@@ -124,7 +141,8 @@ def write_compose_project(folder: Path, n_nodes: int, dataset: Dataset,
     broker_dir.mkdir(parents=True)
     (broker_dir / "mosquitto.conf").write_text(MOSQUITTO_CONF)
     services["broker"] = {
-        "image": "eclipse-mosquitto:2",
+        "image": images.broker,
+        "command": ["mosquitto", "-c", "/mosquitto/config/mosquitto.conf"],
         "volumes": ["./broker:/mosquitto/config:ro"],
         "restart": "unless-stopped",
     }
@@ -148,7 +166,7 @@ def write_compose_project(folder: Path, n_nodes: int, dataset: Dataset,
         passwd.append(mosquitto_password_line(name, password))
         acl.extend(acl_lines(name, keys.node_id))
         node_ids.append(keys.node_id.hex())
-        services[name] = node_service(name, uid, gid)
+        services[name] = node_service(name, uid, gid, images.base)
         if os.geteuid() == 0:
             _hand_over(folder / "nodes" / name, uid, gid)
     (broker_dir / "passwd").write_text("\n".join(passwd) + "\n")
@@ -156,7 +174,7 @@ def write_compose_project(folder: Path, n_nodes: int, dataset: Dataset,
     compose = {"services": services}
     compose_path = folder / "compose.yaml"
     compose_path.write_text(_header() + yaml.safe_dump(compose, sort_keys=False))
-    _copy_build_context(folder)
+    _copy_build_context(folder, images.wheelhouse)
     return {"compose": str(compose_path), "nodes": node_ids, "network": NETWORK}
 
 
@@ -166,11 +184,11 @@ def _hand_over(folder: Path, uid: int, gid: int) -> None:
         os.chown(path, uid, gid)
 
 
-def node_service(name: str, uid: int, gid: int) -> dict[str, Any]:
+def node_service(name: str, uid: int, gid: int, base: str = BASE_IMAGE) -> dict[str, Any]:
     config = "/identity/node.toml"
     return {
         "image": IMAGE,
-        "build": {"context": "./build", "dockerfile": "docker/Dockerfile"},
+        "build": {"context": "./build", "dockerfile": "docker/Dockerfile", "args": {"BASE": base}},
         "command": ["node", "run", "--config", config],
         # Never root: the owner of the node's key files (mode 0600), an unprivileged user.
         "user": f"{uid}:{gid}",
@@ -197,12 +215,16 @@ def _header() -> str:
             "--password-file ca/broker.password\n")  # fmt: skip
 
 
-def _copy_build_context(folder: Path) -> None:
-    """The image is built from this checkout's sources (no datasets, keys or venvs)."""
+def _copy_build_context(folder: Path, wheelhouse: Path | None) -> None:
+    """The image is built from this checkout's sources (no datasets, keys or venvs), and from
+    the wheelhouse's wheels when one is given."""
     root = source_root()
     if root is None:
         return
     build = folder / "build"
+    (build / "wheelhouse").mkdir(parents=True)
+    for wheel in sorted(wheelhouse.glob("*.whl")) if wheelhouse else []:
+        shutil.copy2(wheel, build / "wheelhouse" / wheel.name)
     for part in ("crypto", "gossip", "node", "sim", "cli", "docker"):
         shutil.copytree(root / part, build / part,
                         ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))  # fmt: skip
