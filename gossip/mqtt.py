@@ -106,7 +106,7 @@ class MqttTransport:
             await asyncio.wait_for(self._connected.wait(), timeout)
         return self.connected
 
-    def _make_client(self, host: str, port: int) -> aiomqtt.Client:
+    def _make_client(self, host: str, port: int, identifier: str) -> aiomqtt.Client:
         version = (
             aiomqtt.ProtocolVersion.V5
             if self.config.protocol == 5
@@ -120,7 +120,7 @@ class MqttTransport:
             properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
             properties.MaximumPacketSize = self.config.max_packet_bytes
         return aiomqtt.Client(
-            host, port, identifier=self.client_id,
+            host, port, identifier=identifier,
             username=self.config.username, password=self.config.password, protocol=version,
             will=will, keepalive=self.config.keepalive, timeout=self.config.timeout,
             max_inflight_messages=self.config.max_inflight,
@@ -153,7 +153,14 @@ class MqttTransport:
 
     def _client_for(self, endpoint: tuple[str, int]) -> aiomqtt.Client:
         if endpoint not in self._clients:
-            self._clients[endpoint] = self._make_client(*endpoint)
+            # One client id per broker of a cluster: RabbitMQ keeps a client's subscriptions in
+            # queues named after its id on the broker node it used; after that node crashes the
+            # same id cannot subscribe on another until it is back (the connect hangs; seen with
+            # 3.10, rabbitmq-server#10203). A reconnect to the same broker still replaces a stale
+            # session of ours, as the broker does for a known id.
+            index = self.config.endpoints.index(endpoint)
+            identifier = self.client_id if index == 0 else f"{self.client_id}-{index}"
+            self._clients[endpoint] = self._make_client(*endpoint, identifier)
         self._made = self._clients[endpoint]
         self.stats.broker = f"{endpoint[0]}:{endpoint[1]}"
         return self._made
