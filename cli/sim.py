@@ -22,6 +22,7 @@ from gossiprec.node.config import OPTIMIZERS, NodeConfig
 from gossiprec.node.errors import ConfigError
 from gossiprec.sim.attacks import ATTACKS
 from gossiprec.sim.compose import BASE_IMAGE, BROKER_IMAGE
+from gossiprec.sim.compose_cluster import RABBITMQ_IMAGE
 from gossiprec.sim.config import template_default
 
 if TYPE_CHECKING:
@@ -80,11 +81,12 @@ def register(commands: Commands) -> None:
     sub = sim.add_subparsers(title="sim commands", metavar="COMMAND")
     docker = sub.add_parser(
         "docker",
-        help="write a Docker Compose project: broker + N node containers",
+        help="write a Docker Compose project: broker(s) + N node containers",
         description="Writes DIR/compose.yaml, a mosquitto with one login per node and ACLs "
-        "(a node publishes only its own presence and into inboxes, reads only its own inbox), "
-        "and N node folders (keys, certificate, node.toml, data shard). Then: cd DIR && "
-        "docker compose up.",
+        "(a node publishes only its own presence and into inboxes, reads only its own inbox) "
+        "or, with --brokers K, a K-node RabbitMQ cluster with one login per node and topic "
+        "permissions, and N node folders (keys, certificate, node.toml, data shard). Then: "
+        "cd DIR && docker compose up --build.",
     )
     docker.add_argument("--nodes", type=int, required=True)
     docker.add_argument("--out", type=Path, required=True)
@@ -99,6 +101,12 @@ def register(commands: Commands) -> None:
         metavar="IMAGE",
         help="any image with mosquitto on its PATH (default %(default)s)",
     )
+    docker.add_argument("--brokers", type=int, default=1,
+                        help="1: one mosquitto; K > 1: a cluster of K RabbitMQ nodes (MQTT "
+                        "plugin), the nodes spread over them and failing over")  # fmt: skip
+    docker.add_argument("--rabbitmq-image", default=RABBITMQ_IMAGE, metavar="IMAGE",
+                        help="the cluster's image: any with rabbitmq-server and its MQTT plugin "
+                        "(default %(default)s)")  # fmt: skip
     docker.add_argument("--wheelhouse", type=Path, metavar="DIR",
                         help="build offline from these wheels (CPU torch and every requirement: "
                         "pip wheel --wheel-dir DIR torch==2.13.0 setuptools .)")  # fmt: skip
@@ -365,13 +373,15 @@ def run_docker(args: argparse.Namespace) -> int:
     from gossiprec.sim.compose import Images, write_compose_project
 
     dataset = load_dataset(args.dataset, args.data, args.seed)
-    images = Images(args.base_image, args.broker_image, args.wheelhouse)
-    result = write_compose_project(args.out, args.nodes, dataset, seed=args.seed, images=images)
+    images = Images(args.base_image, args.broker_image, args.wheelhouse, args.rabbitmq_image)
+    result = write_compose_project(args.out, args.nodes, dataset, seed=args.seed, images=images,
+                                   brokers=args.brokers)  # fmt: skip
     if args.json:
         emit_json(result)
     else:
         print(
-            f"wrote {result['compose']} ({args.nodes} nodes + mosquitto). Next:\n"
+            f"wrote {result['compose']} ({args.nodes} nodes + "
+            f"{'mosquitto' if args.brokers == 1 else f'{args.brokers} RabbitMQ nodes'}). Next:\n"
             f"  cd {args.out} && docker compose up --build"
         )
     return 0

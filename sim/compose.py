@@ -3,7 +3,10 @@
 Layout of the project folder:
 
     compose.yaml             broker + node services; `docker compose up --build` is all that is left
-    broker/mosquitto.conf    no anonymous clients; passwords and ACLs below
+    broker/mosquitto.conf    no anonymous clients; passwords and ACLs below (--brokers 1)
+    broker/rabbitmq.conf, enabled_plugins, definitions.json
+                             with --brokers K > 1: a RabbitMQ cluster, its logins and topic
+                             permissions (sim/compose_cluster.py)
     broker/passwd            one login per node (PBKDF2-SHA512, mosquitto's $7$ format)
     broker/acl               a node writes only its own presence and into inboxes, reads only its
                              own inbox, presence and the crl
@@ -32,6 +35,12 @@ from gossiprec.crypto.keys import NodeKeys
 from gossiprec.gossip import topics
 from gossiprec.node.identity import issue_certificate
 from gossiprec.sim.baselines import train_and_valid_pairs
+from gossiprec.sim.compose_cluster import (
+    RABBITMQ_IMAGE,
+    broker_names,
+    rabbitmq_services,
+    write_rabbitmq_cluster,
+)
 from gossiprec.sim.dataset import Dataset
 from gossiprec.sim.errors import SimError
 from gossiprec.sim.partition import partition_users
@@ -91,8 +100,7 @@ identity_dir = "/identity"
 import_csv = "/identity/shard.csv"
 
 [broker]
-url = "mqtt://broker:1883"
-username = "{user}"
+{broker}username = "{user}"
 
 [gossip]
 strategy = "pairwise"
@@ -116,12 +124,18 @@ class Images:
     base: str = BASE_IMAGE
     broker: str = BROKER_IMAGE
     wheelhouse: Path | None = None  # wheels for every requirement (CPU torch included)
+    rabbitmq: str = RABBITMQ_IMAGE  # the brokers of a cluster (--brokers > 1)
 
 
 def write_compose_project(folder: Path, n_nodes: int, dataset: Dataset, seed: int = 0,
-                          images: Images = Images()) -> dict[str, Any]:  # fmt: skip
+                          images: Images = Images(),
+                          brokers: int = 1) -> dict[str, Any]:  # fmt: skip
+    """A mosquitto (`brokers` 1) or a RabbitMQ cluster of `brokers` nodes, and `n_nodes` nodes
+    spread evenly over the brokers, each failing over to the others."""
     if n_nodes < 2:
         raise SimError(f"--nodes must be >= 2, got {n_nodes}")
+    if not 1 <= brokers <= 9:
+        raise SimError(f"--brokers must lie in 1..9, got {brokers}")
     if folder.exists() and any(folder.iterdir()):
         raise SimError(f"{folder} is not empty. Fix: choose a new --out folder.")
     if images.wheelhouse is not None and not any(images.wheelhouse.glob("torch-*.whl")):
@@ -134,18 +148,14 @@ def write_compose_project(folder: Path, n_nodes: int, dataset: Dataset, seed: in
     authority = Authority.create(folder / "ca", NETWORK)
     authority_password = secrets.token_urlsafe(24)
     write_atomic(folder / "ca" / "broker.password", authority_password.encode(), private=True)
-    passwd = [mosquitto_password_line(AUTHORITY_USER, authority_password)]
-    acl, services = authority_acl_lines(), {}
+    logins: list[tuple[str, str, bytes | None]] = [(AUTHORITY_USER, authority_password, None)]
     uid, gid = (NODE_UID, NODE_UID) if os.geteuid() == 0 else (os.getuid(), os.getgid())
     broker_dir = folder / "broker"
     broker_dir.mkdir(parents=True)
-    (broker_dir / "mosquitto.conf").write_text(MOSQUITTO_CONF)
-    services["broker"] = {
-        "image": images.broker,
-        "command": ["mosquitto", "-c", "/mosquitto/config/mosquitto.conf"],
-        "volumes": ["./broker:/mosquitto/config:ro"],
-        "restart": "unless-stopped",
-    }
+    if brokers == 1:
+        services = {"broker": mosquitto_service(images.broker)}
+    else:
+        services = rabbitmq_services(brokers, images.rabbitmq, secrets.token_hex(16))
     node_ids = []
     for index, users in enumerate(groups):
         name = f"node{index:02d}"
@@ -155,27 +165,66 @@ def write_compose_project(folder: Path, n_nodes: int, dataset: Dataset, seed: in
         issue_certificate(authority, identity, days=365.0)
         password = secrets.token_urlsafe(24)
         write_atomic(identity / "broker.password", password.encode(), private=True)
-        write_atomic(identity / "node.toml",
-                     NODE_TOML.format(user=name, n_items=dataset.n_items).encode())  # fmt: skip
+        toml = NODE_TOML.format(broker=_broker_keys(brokers, index), user=name,
+                                n_items=dataset.n_items)  # fmt: skip
+        write_atomic(identity / "node.toml", toml.encode())
         mine = np.isin(users_all, users)
         shard = np.stack([users_all[mine], items_all[mine]], axis=1)
         write_atomic(identity / "shard.csv", ("user,item\n" + "".join(
             f"{u},{i}\n" for u, i in shard.tolist())).encode(), private=True)  # fmt: skip
         data.mkdir(parents=True)
         data.chmod(0o700)
-        passwd.append(mosquitto_password_line(name, password))
-        acl.extend(acl_lines(name, keys.node_id))
+        logins.append((name, password, keys.node_id))
         node_ids.append(keys.node_id.hex())
-        services[name] = node_service(name, uid, gid, images.base)
+        services[name] = node_service(
+            name, uid, gid, images.base, depends_on=broker_names_of(brokers)
+        )
         if os.geteuid() == 0:
             _hand_over(folder / "nodes" / name, uid, gid)
-    (broker_dir / "passwd").write_text("\n".join(passwd) + "\n")
-    (broker_dir / "acl").write_text("\n".join(acl))
+    if brokers == 1:
+        _write_mosquitto_logins(broker_dir, logins)
+    else:
+        write_rabbitmq_cluster(broker_dir, brokers, logins, NETWORK)
     compose = {"services": services}
     compose_path = folder / "compose.yaml"
     compose_path.write_text(_header() + yaml.safe_dump(compose, sort_keys=False))
     _copy_build_context(folder, images.wheelhouse)
     return {"compose": str(compose_path), "nodes": node_ids, "network": NETWORK}
+
+
+def mosquitto_service(image: str) -> dict[str, Any]:
+    return {
+        "image": image,
+        "command": ["mosquitto", "-c", "/mosquitto/config/mosquitto.conf"],
+        "volumes": ["./broker:/mosquitto/config:ro"],
+        "restart": "unless-stopped",
+    }
+
+
+def _write_mosquitto_logins(folder: Path, logins: list[tuple[str, str, bytes | None]]) -> None:
+    """mosquitto.conf, passwd and the ACL: the authority publishes the revocation list only."""
+    (folder / "mosquitto.conf").write_text(MOSQUITTO_CONF)
+    passwd, acl = [], []
+    for user, password, node_id in logins:
+        passwd.append(mosquitto_password_line(user, password))
+        acl.extend(authority_acl_lines() if node_id is None else acl_lines(user, node_id))
+    (folder / "passwd").write_text("\n".join(passwd) + "\n")
+    (folder / "acl").write_text("\n".join(acl))
+
+
+def broker_names_of(brokers: int) -> list[str]:
+    return ["broker"] if brokers == 1 else broker_names(brokers)
+
+
+def _broker_keys(brokers: int, index: int) -> str:
+    """node.toml's broker lines: node `index` starts on broker index mod K, then the others."""
+    if brokers == 1:
+        return 'url = "mqtt://broker:1883"\n'
+    names = broker_names(brokers)
+    start = index % brokers
+    urls = ",".join(f"mqtt://{name}:1883" for name in names[start:] + names[:start])
+    # RabbitMQ 3.x speaks MQTT 3.1.1.
+    return f'urls = "{urls}"\nprotocol = 4\n'
 
 
 def _hand_over(folder: Path, uid: int, gid: int) -> None:
@@ -184,7 +233,8 @@ def _hand_over(folder: Path, uid: int, gid: int) -> None:
         os.chown(path, uid, gid)
 
 
-def node_service(name: str, uid: int, gid: int, base: str = BASE_IMAGE) -> dict[str, Any]:
+def node_service(name: str, uid: int, gid: int, base: str = BASE_IMAGE,
+                 depends_on: list[str] | None = None) -> dict[str, Any]:  # fmt: skip
     config = "/identity/node.toml"
     return {
         "image": IMAGE,
@@ -194,7 +244,7 @@ def node_service(name: str, uid: int, gid: int, base: str = BASE_IMAGE) -> dict[
         "user": f"{uid}:{gid}",
         "environment": {"GOSSIPREC_BROKER_PASSWORD_FILE": "/identity/broker.password"},
         "volumes": [f"./nodes/{name}/identity:/identity:ro", f"./nodes/{name}/data:/data"],
-        "depends_on": ["broker"],
+        "depends_on": depends_on or ["broker"],
         "restart": "unless-stopped",
         "healthcheck": {
             "test": ["CMD", "gossiprec", "status", "--healthcheck", "--config", config],

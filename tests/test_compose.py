@@ -133,3 +133,48 @@ def test_generated_node_services_converge_behind_auth_and_acl(project: Path) -> 
     mean = np.mean(embeddings, axis=0)
     spread = max(np.linalg.norm(e - mean) / np.linalg.norm(mean) for e in embeddings)
     assert spread < 0.5, f"node models did not converge: relative spread {spread:.3f}"
+
+
+def test_a_clustered_broker_project_spreads_nodes_and_bounds_what_each_login_writes(
+    tmp_path: Path, ml100k: Dataset
+) -> None:
+    import json
+    import re
+    import tomllib
+
+    out = tmp_path / "rabbit"
+    assert main(["sim", "docker", "--nodes", "4", "--out", str(out), "--brokers", "3"]) == 0
+    parsed = PyCompose.from_yaml((out / "compose.yaml").read_text())
+    parsed.validate()
+    services = parsed.to_dict()["services"]
+    assert {"rabbitmq1", "rabbitmq2", "rabbitmq3"} <= services.keys() and "broker" not in services
+    firsts = []
+    for index in range(4):
+        node = tomllib.loads((out / "nodes" / f"node{index:02d}" / "identity" / "node.toml")
+                             .read_text())  # fmt: skip
+        urls = node["broker"]["urls"].split(",")
+        assert len(urls) == 3 and node["broker"]["protocol"] == 4
+        firsts.append(urls[0])
+    assert firsts[:3] == [f"mqtt://rabbitmq{i}:1883" for i in (1, 2, 3)], "spread over the three"
+    definitions = json.loads((out / "broker" / "definitions.json").read_text())
+    permissions = {p["user"]: p["write"] for p in definitions["topic_permissions"]}
+    ids = [p.name for p in (out / "nodes").iterdir()]
+    assert sorted(permissions) == sorted([*ids, "authority"])
+
+    def key(topic: str) -> str:  # how RabbitMQ names an MQTT topic's routing key
+        return topic.replace("/", ".")
+
+    node_id = load_node_id(out, "node00")
+    other = load_node_id(out, "node01")
+    own = permissions["node00"]
+    assert re.match(own, key(topics.presence(NETWORK, node_id)))
+    assert not re.match(own, key(topics.presence(NETWORK, other))), "no writing others' presence"
+    assert re.match(own, key(topics.inbox(NETWORK, other)))
+    assert re.match(permissions["authority"], key(topics.crl(NETWORK)))
+    assert not re.match(permissions["authority"], key(topics.inbox(NETWORK, other)))
+
+
+def load_node_id(project: Path, name: str) -> bytes:
+    from gossiprec.crypto.keys import NodeKeys
+
+    return NodeKeys.load(project / "nodes" / name / "identity").node_id

@@ -1,11 +1,15 @@
-"""The Compose project of `gossiprec sim docker`, in real containers on a private Docker engine.
+"""The Compose projects of `gossiprec sim docker`, in real containers on a private Docker engine.
 
 Offline, as on a machine that reaches no image registry: the base image is Debian bookworm built
-by debootstrap from Debian's packages (python3 and mosquitto) and imported, and the node image
-installs from a wheelhouse (CPU torch from the local wheel). Then broker + 4 nodes with their
-data shards start, every node turns healthy, the models reach consensus, one node container is
-killed (SIGKILL) and started again (it resumes from its checkpoint and store and rejoins), and
-everything is torn down. Needs root; `.ci/run` runs it after the suite (`pytest -m stage`).
+by debootstrap from Debian's packages (python3, mosquitto, rabbitmq-server) and imported, and the
+node image installs from a wheelhouse (CPU torch from the local wheel).
+- One mosquitto + 4 nodes with their data shards: every node turns healthy, the models reach
+  consensus, one node container is killed (SIGKILL) and started again (it resumes from its
+  checkpoint and store and rejoins).
+- `--brokers 3`: a 3-node RabbitMQ cluster + 4 nodes spread over it: consensus, then one RabbitMQ
+  container is killed and the nodes on it fail over and go on merging.
+Everything is torn down after each. Needs root; `.ci/run` runs it after the suite
+(`pytest -m stage`).
 """
 
 from __future__ import annotations
@@ -28,7 +32,8 @@ from tests.stagetools import eventually, model_spread, require, run, say
 pytestmark = pytest.mark.stage
 
 NODES = 4
-BASE_IMAGE = "gossiprec-base:bookworm"
+BASE_IMAGE = "gossiprec-base:bookworm-rabbitmq"
+BASE_PACKAGES = "python3,python3-venv,mosquitto,rabbitmq-server,ca-certificates"
 # Kept between runs on one machine, so a second run reuses the base image and build cache.
 ENGINE_ROOT = Path(os.environ.get("GOSSIPREC_DOCKER_ROOT", "/var/tmp/gossiprec-dockerd"))
 NODE_CONFIG = "/identity/node.toml"
@@ -71,76 +76,111 @@ def compose_command() -> list[str]:
 
 
 def build_base_image(env: dict[str, str], scratch: Path) -> None:
-    """Debian bookworm from Debian's packages, with python3 (venv) and mosquitto."""
+    """Debian bookworm from Debian's packages: python3 (venv), mosquitto, rabbitmq-server."""
     if run("docker", "image", "inspect", BASE_IMAGE, env=env, check=False).returncode == 0:
         say(f"base image {BASE_IMAGE}: already built on this engine")
         return
     rootfs = scratch / "rootfs"
-    run("debootstrap", "--variant=minbase", "--include=python3,python3-venv,mosquitto,"
-        "ca-certificates", "bookworm", rootfs, timeout=1200)  # fmt: skip
+    run("debootstrap", "--variant=minbase", f"--include={BASE_PACKAGES}", "bookworm", rootfs,
+        timeout=1200)  # fmt: skip
     with subprocess.Popen(["tar", "-C", str(rootfs), "-c", "."], stdout=subprocess.PIPE) as tar:
         subprocess.run(["docker", "import", "-", BASE_IMAGE], stdin=tar.stdout, env=env,
                        check=True, capture_output=True)  # fmt: skip
     say(f"base image {BASE_IMAGE}: debootstrap --variant=minbase bookworm + docker import")
 
 
-def test_broker_and_four_node_containers_converge_and_a_killed_node_rejoins(
-    engine: dict[str, str], tmp_path: Path, ml100k: Dataset
-) -> None:
-    started = time.monotonic()
-    build_base_image(engine, tmp_path)
-    wheelhouse = tmp_path / "wheelhouse"
-    run(sys.executable, "-m", "pip", "wheel", "-q", "--wheel-dir", wheelhouse, "torch==2.13.0",
+@pytest.fixture(scope="module")
+def wheelhouse(engine: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The base image on the engine, and wheels for every requirement (CPU torch included)."""
+    scratch = tmp_path_factory.mktemp("images")
+    build_base_image(engine, scratch)
+    folder = scratch / "wheelhouse"
+    run(sys.executable, "-m", "pip", "wheel", "-q", "--wheel-dir", folder, "torch==2.13.0",
         "setuptools", Path(__file__).resolve().parents[1], timeout=1200)  # fmt: skip
-    say(f"wheelhouse: {len(list(wheelhouse.glob('*.whl')))} wheels (pip wheel, CPU torch)")
-    project = tmp_path / "cluster"
-    images = ["--base-image", BASE_IMAGE, "--broker-image", BASE_IMAGE, "--wheelhouse", wheelhouse]
-    assert main(["sim", "docker", "--nodes", str(NODES), "--out", str(project),
-                 *map(str, images)]) == 0  # fmt: skip
-    compose = [*compose_command(), "--project-directory", str(project), "-f",
-               str(project / "compose.yaml"), "-p", "gossiprecstage"]  # fmt: skip
-    names = [f"node{i:02d}" for i in range(NODES)]
-    try:
-        run(*compose, "build", env=engine, timeout=1800)
+    say(f"wheelhouse: {len(list(folder.glob('*.whl')))} wheels (pip wheel, CPU torch)")
+    return folder
+
+
+class Project:
+    """A generated Compose project, driven with compose and docker on the private engine."""
+
+    def __init__(self, folder: Path, env: dict[str, str]) -> None:
+        self.folder, self.env = folder, env
+        self.compose = [*compose_command(), "--project-directory", str(folder), "-f",
+                        str(folder / "compose.yaml"), "-p", "gossiprecstage"]  # fmt: skip
+        self.names = [f"node{i:02d}" for i in range(NODES)]
+        self.ids: dict[str, str] = {}
+
+    def up(self) -> None:
+        run(*self.compose, "build", env=self.env, timeout=1800)
         say("images built offline: gossiprec:latest FROM the base, installed from the wheelhouse")
-        run(*compose, "up", "-d", env=engine, timeout=600)
-        ids = {name: run(*compose, "ps", "-q", name, env=engine).stdout.strip() for name in names}
+        run(*self.compose, "up", "-d", env=self.env, timeout=600)
+        services = run(*self.compose, "ps", "--services", env=self.env).stdout.split()
+        self.ids = {name: run(*self.compose, "ps", "-q", name, env=self.env).stdout.strip()
+                    for name in services}  # fmt: skip
 
-        def health(name: str) -> str:
-            state = run("docker", "inspect", "-f", "{{.State.Health.Status}}", ids[name],
-                        env=engine).stdout  # fmt: skip
-            return state.strip()
+    def down(self) -> None:
+        run(*self.compose, "down", "-v", "--remove-orphans", env=self.env, timeout=600,
+            check=False)  # fmt: skip
+        say("torn down")
 
-        def status(name: str) -> dict[str, Any]:
-            out = run("docker", "exec", ids[name], "gossiprec", "status", "--config",
-                      NODE_CONFIG, "--json", env=engine).stdout  # fmt: skip
-            return dict(json.loads(out))
+    def health(self, name: str) -> str:
+        return run("docker", "inspect", "-f", "{{.State.Health.Status}}", self.ids[name],
+                   env=self.env).stdout.strip()  # fmt: skip
 
-        eventually(lambda: all(health(n) == "healthy" for n in names) or None, 300,
-                   "4 healthy node containers")  # fmt: skip
-        user = run("docker", "exec", ids["node00"], "id", "-u", env=engine).stdout.strip()
+    def status(self, name: str) -> dict[str, Any]:
+        out = run("docker", "exec", self.ids[name], "gossiprec", "status", "--config",
+                  NODE_CONFIG, "--json", env=self.env).stdout  # fmt: skip
+        return dict(json.loads(out))
+
+    def docker(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return run("docker", *args, env=self.env)
+
+    def wait_healthy(self) -> None:
+        eventually(lambda: all(self.health(n) == "healthy" for n in self.names) or None, 300,
+                   f"{NODES} healthy node containers")  # fmt: skip
+        user = self.docker("exec", self.ids["node00"], "id", "-u").stdout.strip()
         say(f"{NODES} node containers healthy (running as uid {user})")
         assert user != "0", "containers never run as root"
 
-        shards = [project / "nodes" / n / "identity" / "shard.csv" for n in names]
+    def wait_consensus(self) -> None:
+        shards = [self.folder / "nodes" / n / "identity" / "shard.csv" for n in self.names]
         expected = [len(shard.read_text().splitlines()) - 1 for shard in shards]
-        eventually(lambda: [status(n)["interactions"] for n in names] == expected or None, 120,
-                   "every node to import its shard")  # fmt: skip
-        data = [project / "nodes" / n / "data" for n in names]
+        eventually(lambda: [self.status(n)["interactions"] for n in self.names] == expected
+                   or None, 120, "every node to import its shard")  # fmt: skip
+        data = [self.folder / "nodes" / n / "data" for n in self.names]
         spread = eventually(lambda: s if (s := model_spread(data)) is not None and s < 0.5
                             else None, 600, "consensus (checkpoints within 0.5)")  # fmt: skip
-        versions = {n: status(n)["model_version"] for n in names}
+        versions = {n: self.status(n)["model_version"] for n in self.names}
         say(f"consensus: relative spread of the checkpointed item embeddings {spread:.3f}; "
             f"model versions {versions}")  # fmt: skip
 
-        victim = "node01"
+
+def generate(folder: Path, wheelhouse: Path, *options: str) -> None:
+    images = ["--base-image", BASE_IMAGE, "--broker-image", BASE_IMAGE, "--rabbitmq-image",
+              BASE_IMAGE, "--wheelhouse", str(wheelhouse)]  # fmt: skip
+    assert main(["sim", "docker", "--nodes", str(NODES), "--out", str(folder), *images,
+                 *options]) == 0  # fmt: skip
+
+
+def test_broker_and_four_node_containers_converge_and_a_killed_node_rejoins(
+    engine: dict[str, str], wheelhouse: Path, tmp_path: Path, ml100k: Dataset
+) -> None:
+    started = time.monotonic()
+    generate(tmp_path / "cluster", wheelhouse)
+    project = Project(tmp_path / "cluster", engine)
+    try:
+        project.up()
+        project.wait_healthy()
+        project.wait_consensus()
+        victim, status = "node01", project.status
         before = status(victim)
-        run("docker", "kill", ids[victim], env=engine)
+        project.docker("kill", project.ids[victim])
         say(f"{victim} killed (SIGKILL) at model version {before['model_version']}")
-        run("docker", "start", ids[victim], env=engine)
+        project.docker("start", project.ids[victim])
         back = eventually(lambda: s if (s := status(victim))["broker"]["connected"] else None,
                           120, f"{victim} to answer again")  # fmt: skip
-        logs = run("docker", "logs", ids[victim], env=engine)
+        logs = project.docker("logs", project.ids[victim])
         restored = [line for line in (logs.stdout + logs.stderr).splitlines() if "restored" in line]
         assert back["interactions"] == before["interactions"], "no acknowledged interaction lost"
         eventually(lambda: sum(p["state"] == "alive" for p in status(victim)["peers"])
@@ -149,8 +189,47 @@ def test_broker_and_four_node_containers_converge_and_a_killed_node_rejoins(
                            f"{victim} to merge peers' models again")  # fmt: skip
         say(f"{victim} back: {restored[-1].split(': ', 1)[-1]}; {NODES - 1} peers alive, "
             f"{after['updates_in']} updates merged, version {after['model_version']}")  # fmt: skip
-        eventually(lambda: health(victim) == "healthy" or None, 300, f"{victim} healthy again")
+        eventually(lambda: project.health(victim) == "healthy" or None, 300,
+                   f"{victim} healthy again")  # fmt: skip
     finally:
-        run(*compose, "down", "-v", "--remove-orphans", env=engine, timeout=600, check=False)
-        say("torn down")
+        project.down()
     say(f"container test: {time.monotonic() - started:.0f} s")
+
+
+def test_nodes_on_a_rabbitmq_cluster_in_containers_survive_the_loss_of_a_broker(
+    engine: dict[str, str], wheelhouse: Path, tmp_path: Path, ml100k: Dataset
+) -> None:
+    started = time.monotonic()
+    generate(tmp_path / "cluster", wheelhouse, "--brokers", "3")
+    project = Project(tmp_path / "cluster", engine)
+    try:
+        project.up()
+        project.wait_healthy()
+        endpoints = {n: project.status(n)["broker"]["endpoint"] for n in project.names}
+        say(f"brokers in use: {endpoints}")
+        assert len(set(endpoints.values())) == 3, "the nodes spread over the 3 RabbitMQ nodes"
+        project.wait_consensus()
+        dead = "rabbitmq2"
+        moved = [n for n, endpoint in endpoints.items() if endpoint.startswith(dead)]
+        before = {n: project.status(n)["updates_in"] for n in project.names}
+        project.docker("kill", project.ids[dead])
+        say(f"{dead} killed (SIGKILL); on it: {moved}")
+
+        def failed_over() -> dict[str, Any] | None:
+            statuses = {n: project.status(n) for n in project.names}
+            done = all(s["broker"]["connected"] and not s["broker"]["endpoint"].startswith(dead)
+                       and s["updates_in"] >= before[n] + 5
+                       for n, s in statuses.items())  # fmt: skip
+            return statuses if done else None
+
+        after = eventually(failed_over, 300, "every node merging again, none on the dead broker")
+        for name in moved:
+            link = after[name]["broker"]
+            say(f"{name}: now on {link['endpoint']}, failovers {link['failovers']}, "
+                f"{link['last_outage']:.2f} s without a broker")  # fmt: skip
+            assert link["failovers"] >= 1
+        merged = {n: after[n]["updates_in"] - before[n] for n in project.names}
+        say(f"updates merged since the kill: {merged}")
+    finally:
+        project.down()
+    say(f"broker-cluster container test: {time.monotonic() - started:.0f} s")
