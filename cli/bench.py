@@ -43,6 +43,18 @@ def register(commands: Commands) -> None:
     envelope.add_argument("--repeats", type=int, default=200)
     envelope.add_argument("--json", action="store_true")
     envelope.set_defaults(handler=run_envelope)
+    capacity = sub.add_parser(
+        "capacity",
+        help="brokers a network needs, from measured `bench gossip --json` outputs",
+        description="Capacity on paper: for 1k to 1M devices at three settings, the model "
+        "bytes/s and beacon deliveries/s through the brokers and how many brokers of each "
+        "measured kind that takes (single-broker equivalents), and how many nodes one carries.",
+    )
+    capacity.add_argument("--measured", nargs="+", required=True, metavar="NAME=FILE",
+                          help="a broker's `gossiprec bench gossip --json` output, e.g. "
+                          "mosquitto=mosquitto.json rabbitmq=rabbitmq.json")  # fmt: skip
+    capacity.add_argument("--json", action="store_true")
+    capacity.set_defaults(handler=run_capacity)
     gossip = sub.add_parser(
         "gossip",
         help="full gossip path over MQTT against raw aiomqtt, and bytes per codec",
@@ -170,6 +182,35 @@ def run_gossip(args: argparse.Namespace) -> int:
     rows = sorted(codecs.items(), key=lambda kv: kv[1])
     print_table(["codec", "bytes per exchange"], rows)
     return 0
+
+
+def run_capacity(args: argparse.Namespace) -> int:
+    from gossiprec.cli.bench_capacity import capacity
+
+    measured = {}
+    for pair in args.measured:
+        name, _, path = pair.partition("=")
+        try:
+            measured[name] = json.loads(Path(path).read_text())
+        except (OSError, ValueError) as error:
+            raise UsageError(f"--measured {pair}: {error}. Fix: NAME=FILE, FILE from "
+                             "`gossiprec bench gossip --json`.") from error  # fmt: skip
+    result = capacity(measured)
+    if args.json:
+        emit_json(result)
+        return 0
+    headers = list(result["rows"][0])
+    print_table(headers, [[_rounded(row[h]) for h in headers] for row in result["rows"]])
+    print()
+    names = list(measured)
+    print_table(["setting", *(f"nodes per {n}" for n in names)],
+                [[label, *(carries[n] for n in names)]
+                 for label, carries in result["nodes_per_broker"].items()])  # fmt: skip
+    return 0
+
+
+def _rounded(value: object) -> object:
+    return f"{value:,.1f}" if isinstance(value, float) else value
 
 
 def run_convergence(args: argparse.Namespace) -> int:
