@@ -209,7 +209,7 @@ class MqttTransport:
             current = (current + 1) % len(endpoints)
             await asyncio.sleep(delay * self._rng.uniform(0.5, 1.5))
             # The backoff grows once every broker of the list has failed in turn.
-            if current == 0 or len(endpoints) == 1:
+            if current == 0:
                 delay = min(self.config.backoff_max, delay * 2)
 
     def _accept(self, message: aiomqtt.Message) -> None:
