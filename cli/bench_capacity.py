@@ -12,10 +12,13 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from gossiprec.cli.bench_gossip import DIM, ROWS
+from gossiprec.gossip.topics import MAX_SHARDS
+from gossiprec.sim.simulation import presence_shards
+
 DEVICES = (1_000, 10_000, 100_000, 1_000_000)
-RAW_PAYLOAD_BYTES = 1_682 * 32 * 4 + 1_682 * 4  # bench gossip's raw large message
+RAW_PAYLOAD_BYTES = ROWS * DIM * 4 + ROWS * 4  # bench gossip's raw large message
 TARGET_VIEW = 64  # peers a node should hear at most
-SHARD_CAP = 256  # presence shards the topic layout allows today (gossip/topics.py)
 
 
 @dataclass(frozen=True)
@@ -28,17 +31,10 @@ class Setting:
 
 
 SETTINGS = (
-    Setting("float16, period 2 s, heartbeat 5 s (node defaults)", "float16", 2.0, 5.0, SHARD_CAP),
-    Setting("sparse-int8, period 60 s, heartbeat 120 s", "sparse-int8", 60.0, 120.0, SHARD_CAP),
+    Setting("float16, period 2 s, heartbeat 5 s (node defaults)", "float16", 2.0, 5.0, MAX_SHARDS),
+    Setting("sparse-int8, period 60 s, heartbeat 120 s", "sparse-int8", 60.0, 120.0, MAX_SHARDS),
     Setting("same, presence shards beyond 256", "sparse-int8", 60.0, 120.0, 2**24),
 )
-
-
-def shards_for(nodes: int, cap: int) -> int:
-    shards = 1
-    while shards < cap and view(nodes, shards) > TARGET_VIEW:
-        shards *= 2
-    return shards
 
 
 def view(nodes: int, shards: int) -> float:
@@ -47,7 +43,7 @@ def view(nodes: int, shards: int) -> float:
 
 def load(nodes: int, setting: Setting, exchange_bytes: int) -> tuple[float, float, int]:
     """(model bytes/s, beacon deliveries/s, presence shards) through the brokers."""
-    shards = shards_for(nodes, setting.max_shards)
+    shards = presence_shards(nodes, TARGET_VIEW, setting.max_shards)
     model = nodes * exchange_bytes / setting.period
     return model, nodes * view(nodes, shards) / setting.heartbeat, shards
 

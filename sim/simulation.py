@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from gossiprec.crypto.authority import Authority
+from gossiprec.gossip.topics import MAX_SHARDS
 from gossiprec.node.types import IntArray
 from gossiprec.sim.attacks import Attack, hostile_seats, promotion_targets
 from gossiprec.sim.baselines import train_and_valid_pairs
@@ -116,10 +117,11 @@ def default_workers(nodes: int) -> int:
     return 1 if nodes < MANY_NODES else max(1, min(os.cpu_count() or 1, 4))
 
 
-def presence_shards(nodes: int) -> int:
-    """Fewest shards that keep a node's view near TARGET_VIEW peers (1 for small networks)."""
+def presence_shards(nodes: int, view: float = TARGET_VIEW, most: int = MAX_SHARDS) -> int:
+    """Fewest shards (at most `most`) that keep a node's view near `view` peers (1 for small
+    networks)."""
     shards = 1
-    while shards < 256 and nodes * (math.log2(shards) + 1) / shards > TARGET_VIEW:
+    while shards < most and nodes * (math.log2(shards) + 1) / shards > view:
         shards *= 2
     return shards
 

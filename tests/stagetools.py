@@ -1,5 +1,6 @@
 """Helpers of the stage tests (`pytest -m stage`, run by `.ci/run` after the suite, as root):
-a timestamped log the CI output keeps, and waiting on conditions."""
+a timestamped log the CI output keeps, waiting on conditions, and the models' spread (also
+used by the Compose test of the plain suite)."""
 
 from __future__ import annotations
 

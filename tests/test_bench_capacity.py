@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from gossiprec.cli.bench_capacity import SETTINGS, brokers_needed, capacity, shards_for, view
+from gossiprec.cli.bench_capacity import SETTINGS, TARGET_VIEW, brokers_needed, capacity, view
 from gossiprec.cli.main import main
+from gossiprec.sim.simulation import presence_shards
 
 MEASURED = {"raw_aiomqtt_msgs_per_s": 1_000.0, "raw_beacon_msgs_per_s": 2_000.0,
             "exchange_bytes_by_codec": {"float16": 200_000, "sparse-int8": 40_000}}  # fmt: skip
@@ -20,7 +21,7 @@ def test_model_bytes_and_beacons_follow_the_formulas() -> None:
                if r["setting"] == defaults.label and r["devices"] == 1_000)  # fmt: skip
     assert row["model_mb_per_s"] == pytest.approx(1_000 * 200_000 / 2.0 / 1e6)
     assert row["beacons_per_s"] == pytest.approx(1_000 * view(1_000, row["shards"]) / 5.0)
-    assert row["view"] <= 64 and shards_for(1_000, 256) == row["shards"]
+    assert row["view"] <= 64 and presence_shards(1_000, TARGET_VIEW) == row["shards"]
 
 
 def test_with_enough_shards_the_brokers_needed_grow_about_linearly() -> None:

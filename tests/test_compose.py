@@ -8,19 +8,17 @@ from pathlib import Path
 from typing import Any
 
 import aiomqtt
-import numpy as np
 import pytest
 import yaml
 from compose_spec import PyCompose
 
 from gossiprec.cli.main import main
 from gossiprec.gossip import topics
-from gossiprec.node.checkpoint import load_checkpoint
-from gossiprec.node.node import CHECKPOINT_FILE
 from gossiprec.sim.broker import Mosquitto
 from gossiprec.sim.compose import NETWORK
 from gossiprec.sim.dataset import Dataset
 from tests.daemonnet import Daemon, alive_peers, wait_for
+from tests.stagetools import model_spread
 
 pytestmark = [pytest.mark.mosquitto, pytest.mark.slow]
 
@@ -128,11 +126,10 @@ def test_generated_node_services_converge_behind_auth_and_acl(project: Path) -> 
         finally:
             for daemon in daemons:
                 daemon.stop()
-    embeddings = [load_checkpoint(project / "nodes" / n / "data" / CHECKPOINT_FILE)[0]
-                  ["item_embedding"] for n in names]  # fmt: skip
-    mean = np.mean(embeddings, axis=0)
-    spread = max(np.linalg.norm(e - mean) / np.linalg.norm(mean) for e in embeddings)
-    assert spread < 0.5, f"node models did not converge: relative spread {spread:.3f}"
+    spread = model_spread([project / "nodes" / n / "data" for n in names])
+    assert spread is not None and spread < 0.5, (
+        f"node models did not converge: relative spread {spread:.3f}"
+    )
 
 
 def test_a_clustered_broker_project_spreads_nodes_and_bounds_what_each_login_writes(
