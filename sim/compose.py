@@ -176,9 +176,7 @@ def write_compose_project(folder: Path, n_nodes: int, dataset: Dataset, seed: in
         data.chmod(0o700)
         logins.append((name, password, keys.node_id))
         node_ids.append(keys.node_id.hex())
-        services[name] = node_service(
-            name, uid, gid, images.base, depends_on=broker_names_of(brokers)
-        )
+        services[name] = node_service(name, uid, gid, images.base, brokers)
         if os.geteuid() == 0:
             _hand_over(folder / "nodes" / name, uid, gid)
     if brokers == 1:
@@ -212,10 +210,6 @@ def _write_mosquitto_logins(folder: Path, logins: list[tuple[str, str, bytes | N
     (folder / "acl").write_text("\n".join(acl))
 
 
-def broker_names_of(brokers: int) -> list[str]:
-    return ["broker"] if brokers == 1 else broker_names(brokers)
-
-
 def _broker_keys(brokers: int, index: int) -> str:
     """node.toml's broker lines: node `index` starts on broker index mod K, then the others."""
     if brokers == 1:
@@ -234,8 +228,14 @@ def _hand_over(folder: Path, uid: int, gid: int) -> None:
 
 
 def node_service(name: str, uid: int, gid: int, base: str = BASE_IMAGE,
-                 depends_on: list[str] | None = None) -> dict[str, Any]:  # fmt: skip
+                 brokers: int = 1) -> dict[str, Any]:  # fmt: skip
     config = "/identity/node.toml"
+    # A RabbitMQ node takes seconds to boot and join its cluster: wait for its healthcheck.
+    depends_on: list[str] | dict[str, Any] = (
+        ["broker"]
+        if brokers == 1
+        else {broker: {"condition": "service_healthy"} for broker in broker_names(brokers)}
+    )
     return {
         "image": IMAGE,
         "build": {"context": "./build", "dockerfile": "docker/Dockerfile", "args": {"BASE": base}},
@@ -244,7 +244,7 @@ def node_service(name: str, uid: int, gid: int, base: str = BASE_IMAGE,
         "user": f"{uid}:{gid}",
         "environment": {"GOSSIPREC_BROKER_PASSWORD_FILE": "/identity/broker.password"},
         "volumes": [f"./nodes/{name}/identity:/identity:ro", f"./nodes/{name}/data:/data"],
-        "depends_on": depends_on or ["broker"],
+        "depends_on": depends_on,
         "restart": "unless-stopped",
         "healthcheck": {
             "test": ["CMD", "gossiprec", "status", "--healthcheck", "--config", config],

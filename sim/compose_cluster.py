@@ -100,5 +100,15 @@ def rabbitmq_services(count: int, image: str, cookie: str) -> dict[str, dict[str
             ],
             "command": ["rabbitmq-server"],
             "restart": "unless-stopped",
+            # Healthy once the MQTT listener accepts connections (it opens after the node has
+            # joined the cluster and loaded the logins): nodes start only then, so none fails
+            # over at boot and the spread over the brokers holds. Bash alone, no Erlang VM.
+            "healthcheck": {
+                "test": ["CMD", "bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/1883"],
+                "interval": "5s",
+                "timeout": "5s",
+                "retries": 60,
+                "start_period": "30s",
+            },
         }
     return services

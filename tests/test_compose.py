@@ -145,6 +145,9 @@ def test_a_clustered_broker_project_spreads_nodes_and_bounds_what_each_login_wri
     parsed.validate()
     services = parsed.to_dict()["services"]
     assert {"rabbitmq1", "rabbitmq2", "rabbitmq3"} <= services.keys() and "broker" not in services
+    assert services["node01"]["depends_on"]["rabbitmq2"]["condition"] == "service_healthy", (
+        "nodes start once every broker listens, so none fails over at boot"
+    )
     firsts = []
     for index in range(4):
         node = tomllib.loads((out / "nodes" / f"node{index:02d}" / "identity" / "node.toml")

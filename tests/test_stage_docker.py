@@ -14,6 +14,7 @@ Everything is torn down after each. Needs root; `.ci/run` runs it after the suit
 
 from __future__ import annotations
 
+import collections
 import json
 import os
 import subprocess
@@ -207,9 +208,12 @@ def test_nodes_on_a_rabbitmq_cluster_in_containers_survive_the_loss_of_a_broker(
         project.wait_healthy()
         endpoints = {n: project.status(n)["broker"]["endpoint"] for n in project.names}
         say(f"brokers in use: {endpoints}")
-        assert len(set(endpoints.values())) == 3, "the nodes spread over the 3 RabbitMQ nodes"
+        # Nodes start on brokers 1, 2, 3, 1; one that found its first broker not yet ready
+        # (joining the cluster) stays where it failed over to. Stop the busiest broker.
+        per_broker = collections.Counter(e.split(":")[0] for e in endpoints.values())
+        assert len(per_broker) >= 2, "the nodes spread over the RabbitMQ nodes"
         project.wait_consensus()
-        dead = "rabbitmq2"
+        dead = per_broker.most_common(1)[0][0]
         moved = [n for n, endpoint in endpoints.items() if endpoint.startswith(dead)]
         before = {n: project.status(n)["updates_in"] for n in project.names}
         project.docker("kill", project.ids[dead])
