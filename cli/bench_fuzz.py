@@ -31,7 +31,8 @@ from gossiprec.crypto.certificate import RevocationList
 from gossiprec.crypto.envelope import Opener, Sealer
 from gossiprec.crypto.errors import CertificateError, EnvelopeError
 from gossiprec.crypto.keys import NodeKeys
-from gossiprec.crypto.replay import ReplayGuard, SequenceCounter
+from gossiprec.crypto.prekey import Prekeys
+from gossiprec.crypto.replay import SequenceCounter
 from gossiprec.crypto.statement import StatementVerifier, sign_statement
 from gossiprec.crypto.wire import pack, unpack
 from gossiprec.gossip.codec import Codec, decode, encode
@@ -135,6 +136,8 @@ class Parsers:
         self.ca_key = Ed25519PublicKey.from_public_bytes(authority.public)
         self.directory = {self.sender_cert.node_id: self.sender_cert}
         sealer = Sealer(self.sender, "fuzz", SequenceCounter(folder / "seq"))
+        self.prekeys = Prekeys(self.now)
+        prekey = self.prekeys.current(self.now)
         self.update = ModelUpdate(
             Kind.MERGE_REQUEST,
             {"e": np.random.default_rng(0).normal(size=(8, 4)).astype(np.float32)},
@@ -142,9 +145,12 @@ class Parsers:
         )  # fmt: skip
         self.models = [encode(self.update, Codec(name)) for name in ("float32", "float16", "int8")]
         payloads = [b"", b"x" * 40, *self.models]
-        self.envelopes = {sealer.seal(p, self.receiver_cert, 1, self.now): p for p in payloads}
+        self.envelopes = {
+            sealer.seal(p, self.receiver_cert, prekey, 1, self.now): p for p in payloads
+        }
         self.verifier = StatementVerifier(self.trust, max_age=60.0)
-        body = pack({"v": 5, "s": {"uptime": 3, "codec": "float16"}, "n": b"s" * 16})
+        body = pack({"v": 5, "s": {"uptime": 3, "codec": "float16"}, "n": b"s" * 16,
+                     "k": prekey})  # fmt: skip
         self.beacons = [sign_statement(self.sender, self.sender_cert, body, self.now)]
         self.crls = [authority.revoke({1}, stamp).encode(), authority.revoke({2}, stamp).encode()]
         self.requests = [b'{"command": "ingest", "rows": [[1, 2], [3, 4, 5]]}',
@@ -177,7 +183,7 @@ class Parsers:
 
     def _envelope(self, data: bytes, tally: Tally) -> None:
         # A fresh replay window each time: a seed's own bytes open, and must open as sealed.
-        opener = Opener(self.receiver, self.trust, self.directory.get, ReplayGuard())
+        opener = Opener(self.receiver, self.trust, self.directory.get, self.prekeys)
         try:
             opened = opener.open(data, self.now)
         except EnvelopeError:

@@ -1,7 +1,7 @@
 """Benchmark: the full gossip path over one broker against raw aiomqtt on the same bytes.
 
 Full path per message: encode (codec) -> seal (crypto) -> publish (QoS 1) -> broker ->
-deliver -> open (certificate, replay, decrypt, signature) -> decode (validated arrays).
+deliver -> open (session, certificate, replay window, decrypt) -> decode (validated arrays).
 Raw: aiomqtt publish (QoS 1) and receive of a payload of the same size. Both in one process.
 Then the raw rate of presence-beacon-sized messages, the other half of a broker's load.
 """
@@ -20,6 +20,7 @@ import numpy as np
 from gossiprec.crypto.authority import Authority
 from gossiprec.crypto.envelope import Sealer
 from gossiprec.crypto.keys import NodeKeys
+from gossiprec.crypto.prekey import Prekeys
 from gossiprec.crypto.replay import SequenceCounter
 from gossiprec.gossip import topics
 from gossiprec.gossip.codec import CODECS, Codec, encode
@@ -93,6 +94,7 @@ async def _full_rate(host: str, port: int, folder: Path, count: int,
         assert await rx.wait_connected(10) and await tx.wait_connected(10)
         sender, receiver = _gossip_node(alice, tx, folder), _gossip_node(bob, rx, folder)
         receiver.directory[alice.node_id] = alice.certificate
+        prekey = receiver.prekeys.current(time.time())  # as bob's beacon announces it
         start = time.perf_counter()
 
         async def receive() -> None:
@@ -106,7 +108,7 @@ async def _full_rate(host: str, port: int, folder: Path, count: int,
 
         listener = asyncio.create_task(receive())
         for _ in range(count):
-            sealed = await asyncio.to_thread(sender.seal_update, update, bob.certificate)
+            sealed = await asyncio.to_thread(sender.seal_update, update, bob.certificate, prekey)
             sizes.append(len(sealed))
             assert await tx.publish(inbox, sealed)
         await asyncio.wait_for(listener, 120)
@@ -118,7 +120,8 @@ def _beacon(folder: Path) -> bytes:
     """A presence beacon as nodes send them (signed, with certificate and a public status)."""
     identity = _identity(Authority.create(folder / "ca-beacon", "bench"))
     status: dict[str, int | float | str] = {"users": 30, "loss": 0.1, "epsilon": 0.0}
-    return beacon(identity, 1_000, status, time.time())
+    now = time.time()
+    return beacon(identity, 1_000, status, now, Prekeys(now).current(now))
 
 
 def exchange_bytes() -> dict[str, int]:
@@ -127,6 +130,7 @@ def exchange_bytes() -> dict[str, int]:
         authority = Authority.create(Path(tmp) / "ca", "bench")
         alice, bob = _identity(authority), _identity(authority)
         sealer = Sealer(alice.keys, "bench", SequenceCounter(Path(tmp) / "seq"))
+        prekey = Prekeys(time.time()).current(time.time())
         result = {}
         for name in CODECS:
             codec = Codec(name)
@@ -136,7 +140,8 @@ def exchange_bytes() -> dict[str, int]:
                 if codec.sparse:
                     rows = np.arange(0, ROWS, int(1 / codec.sparse_fraction), dtype=np.int32)
                     update = ModelUpdate(kind, update.params, rows={n: rows for n in update.params})
-                total += len(sealer.seal(encode(update, codec), bob.certificate, 1, time.time()))
+                sealed = sealer.seal(encode(update, codec), bob.certificate, prekey, 1, time.time())
+                total += len(sealed)
             result[name] = total
     return result
 

@@ -107,6 +107,8 @@ def run_status(args: argparse.Namespace) -> int:
         ["bytes in/out", f"{megabytes(status['bytes_in'])} / {megabytes(status['bytes_out'])} "
                          f"({status['messages_in']} / {status['messages_out']} messages)"],
         ["rejected", rejected],
+        ["sessions", f"{status['sessions']['opened_out']} opened to peers, "
+                     f"{status['sessions']['opened_in']} from peers"],
         ["defence", _defence(status["defence"])],
         ["privacy", _privacy(status["privacy"])],
     ])  # fmt: skip

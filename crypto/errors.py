@@ -14,6 +14,10 @@ class EnvelopeError(CryptoError):
         super().__init__("envelope rejected")
 
 
+class SealError(CryptoError):
+    """A message could not be sealed: the recipient announced a key no agreement can use."""
+
+
 class Rejection(Exception):
     """Internal to crypto/: why a message was refused, before it becomes an opaque error."""
 

@@ -1,27 +1,24 @@
-"""Sequence numbers that are never reused, and a replay window that survives restarts.
+"""Numbers that are never reused, and the window that refuses a message seen before.
 
-Sender side: numbers are handed out from blocks reserved on disk before use. After a crash the
-counter resumes at the end of the last reserved block, so a number is skipped, never reused. The
-counter also never starts below the time in microseconds: a node whose data folder was lost
-(a new disk, a reinstall) starts above every number it sent before, instead of below the ones
-its peers remember (and being refused as a replay until it passes them).
+Sender side (session numbers): numbers are handed out from blocks reserved on disk before use.
+After a crash the counter resumes at the end of the last reserved block, so a number is skipped,
+never reused. The counter also never starts below the time in microseconds: a node whose data
+folder was lost (a new disk, a reinstall) starts above every number it sent before, instead of
+below the ones its peers remember (its sessions refused as superseded until it passes them).
 
-Receiver side: per sender, the highest number seen and a bitmap of the WINDOW numbers below it,
-kept in SQLite and committed before a message is accepted.
+Receiver side: per session, the highest counter seen and a bitmap of the WINDOW below it.
 """
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from gossiprec.crypto.files import write_atomic
 
 WINDOW = 1_024
-# What SQLite stores; a header with more is refused before any state changes.
+# The largest number a header may carry (msgpack's signed 64 bits).
 MAX_SEQ = 2**63 - 1
 FULL = (1 << WINDOW) - 1
 
@@ -52,57 +49,31 @@ class SequenceCounter:
             return value
 
 
-@dataclass
-class _Window:
-    top: int  # highest sequence number accepted
-    bits: int  # bit i set: number top - i was accepted (bit 0 is top itself)
+class ReplayWindow:
+    """The counters accepted in one session: the highest and a bitmap of the WINDOW below it.
 
+    In memory only: a session lives no longer than the receiver's prekey, which a restart
+    replaces (crypto/prekey.py), so nothing of an earlier run can be opened again.
+    """
 
-class ReplayGuard:
-    """Per-sender sliding window. `check` is pure; `commit` records acceptance durably."""
+    def __init__(self) -> None:
+        self._top = -1  # highest counter accepted; -1 before the first
+        self._bits = 0  # bit i set: counter top - i was accepted (bit 0 is top itself)
 
-    def __init__(self, path: Path | None = None) -> None:
-        self._db = sqlite3.connect(str(path) if path else ":memory:", check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")  # survives a killed process
-        self._db.execute(
-            "CREATE TABLE IF NOT EXISTS replay_window "
-            "(sender BLOB PRIMARY KEY, top INTEGER NOT NULL, bits BLOB NOT NULL)"
-        )
-        self._db.commit()
-        self._lock = threading.Lock()
-        self._windows: dict[bytes, _Window] = {
-            bytes(sender): _Window(top, int.from_bytes(bits, "big"))
-            for sender, top, bits in self._db.execute("SELECT sender, top, bits FROM replay_window")
-        }
-
-    def is_fresh(self, sender: bytes, seq: int) -> bool:
-        if not 0 <= seq <= MAX_SEQ:
+    def is_fresh(self, counter: int) -> bool:
+        if not 0 <= counter <= MAX_SEQ:
             return False
-        window = self._windows.get(sender)
-        if window is None or seq > window.top:
+        if counter > self._top:
             return True
-        age = window.top - seq
-        return age < WINDOW and not (window.bits >> age) & 1
+        age = self._top - counter
+        return age < WINDOW and not (self._bits >> age) & 1
 
-    def commit(self, sender: bytes, seq: int) -> None:
-        with self._lock:
-            window = self._windows.get(sender)
-            if window is None:
-                window = self._windows[sender] = _Window(seq, 1)
-            elif seq > window.top:
-                # A jump past the window forgets it all: no shift by (seq - top) bits, which a
-                # peer could make as large as it likes.
-                shift = seq - window.top
-                window.bits = 1 if shift >= WINDOW else ((window.bits << shift) | 1) & FULL
-                window.top = seq
-            else:
-                window.bits |= 1 << (window.top - seq)
-            self._db.execute(
-                "INSERT OR REPLACE INTO replay_window (sender, top, bits) VALUES (?, ?, ?)",
-                (sender, window.top, window.bits.to_bytes(WINDOW // 8, "big")),
-            )
-            self._db.commit()
-
-    def close(self) -> None:
-        self._db.close()
+    def commit(self, counter: int) -> None:
+        if counter > self._top:
+            # A jump past the window forgets it all: no shift by (counter - top) bits, which a
+            # peer could make as large as it likes.
+            shift = counter - self._top
+            self._bits = 1 if shift >= WINDOW else ((self._bits << shift) | 1) & FULL
+            self._top = counter
+        else:
+            self._bits |= 1 << (self._top - counter)

@@ -18,10 +18,11 @@ from pathlib import Path
 
 from gossiprec.crypto.certificate import Certificate, RevocationList
 from gossiprec.crypto.envelope import DEFAULT_MAX_BYTES, Opener, Sealer
-from gossiprec.crypto.errors import CertificateError, EnvelopeError
+from gossiprec.crypto.errors import CertificateError, EnvelopeError, SealError
 from gossiprec.crypto.files import write_atomic
 from gossiprec.crypto.keys import NodeKeys
-from gossiprec.crypto.replay import ReplayGuard, SequenceCounter
+from gossiprec.crypto.prekey import PREKEY_BYTES, Prekeys
+from gossiprec.crypto.replay import SequenceCounter
 from gossiprec.crypto.statement import StatementVerifier, sign_statement
 from gossiprec.crypto.trust import CRL_FILE, TrustStore
 from gossiprec.crypto.wire import pack, unpack
@@ -74,11 +75,12 @@ def last_will(identity: Identity, shards: int = 1) -> LastWill:
 
 
 def beacon(identity: Identity, version: int, status: dict[str, int | float | str],
-           now: float) -> bytes:  # fmt: skip
-    """A signed presence beacon: model version, public status, this run's session, and the
-    version of the revocation list it holds (peers behind it are sent the list)."""
+           now: float, prekey: bytes) -> bytes:  # fmt: skip
+    """A signed presence beacon: model version, public status, this run's session, the version
+    of the revocation list it holds (peers behind it are sent the list) and the prekey peers
+    open their sessions to (crypto/envelope.py)."""
     body = pack({"v": version, "s": status, "n": identity.session,
-                 "c": identity.trust.crl.version})  # fmt: skip
+                 "c": identity.trust.crl.version, "k": prekey})  # fmt: skip
     return sign_statement(identity.keys, identity.certificate, body, now)
 
 
@@ -127,6 +129,7 @@ class Presence:
     model_version: int
     status: dict[str, int | float | str]
     session: bytes
+    prekey: bytes
 
 
 @dataclass
@@ -178,8 +181,8 @@ class GossipNode:
         self._crl_behind = False  # a peer's beacon showed an older revocation list than ours
         self.revoked = self._own_certificate_revoked()
         self._sealer = Sealer(identity.keys, identity.network, SequenceCounter(state_dir / "seq"))
-        self._opener = Opener(identity.keys, identity.trust, self.directory.get,
-                              ReplayGuard(state_dir / "replay.sqlite"),
+        self.prekeys = Prekeys(clock())
+        self._opener = Opener(identity.keys, identity.trust, self.directory.get, self.prekeys,
                               max_bytes=max_message_bytes)  # fmt: skip
         self._beacons = StatementVerifier(
             identity.trust, max_age=protocol.config.membership.dead_after
@@ -239,7 +242,9 @@ class GossipNode:
     async def announce(self) -> bool:
         if self.revoked:
             return False
-        signed = beacon(self.identity, self._protocol.version, self._status(), self._clock())
+        now = self._clock()
+        signed = beacon(self.identity, self._protocol.version, self._status(), now,
+                        self.prekeys.current(now))  # fmt: skip
         if await self.transport.publish(self._presence_topic, signed, retain=True):
             self.counters.beacons_sent += 1
             await self._relay_crl()
@@ -282,21 +287,26 @@ class GossipNode:
         if self.revoked:  # a revoked node keeps its model to itself
             return
         for send in sends:
-            certificate = self.directory.get(send.peer)
-            if certificate is None:
+            certificate, presence = self.directory.get(send.peer), self.presence.get(send.peer)
+            if certificate is None or presence is None:
                 continue
-            # Encoding and sealing a model costs about a millisecond: off the event loop.
-            sealed = await asyncio.to_thread(self.seal_update, send.update, certificate)
+            # Encoding and sealing a model: off the event loop.
+            try:
+                sealed = await asyncio.to_thread(self.seal_update, send.update, certificate,
+                                                 presence.prekey)  # fmt: skip
+            except SealError:
+                self.counters.rejected["seal:recipient_prekey"] += 1
+                continue
             if await self.transport.publish(topics.inbox(self.identity.network, send.peer), sealed):
                 self.counters.updates_sent += 1
                 traffic = self.traffic.setdefault(send.peer, PeerTraffic())
                 traffic.messages_out += 1
                 traffic.bytes_out += len(sealed)
 
-    def seal_update(self, update: ModelUpdate, recipient: Certificate) -> bytes:
+    def seal_update(self, update: ModelUpdate, recipient: Certificate, prekey: bytes) -> bytes:
         """Encode and seal one update (thread-safe: `update` is a snapshot, not live state)."""
         data = encode(update, self._protocol.config.codec, self.counters.codec)
-        return self._sealer.seal(data, recipient, KIND_MODEL, self._clock())
+        return self._sealer.seal(data, recipient, prekey, KIND_MODEL, self._clock())
 
     def open_update(self, payload: bytes, now: float) -> tuple[bytes, ModelUpdate] | None:
         """Open and decode one inbox message; None (and counted) when it is rejected."""
@@ -386,12 +396,15 @@ class GossipNode:
                 self._on_leave(node_id, body["leave"])
                 return
             version, session, crl = body.get("v", 0), body.get("n"), body.get("c", 0)
+            prekey = body.get("k")
             if type(version) is not int or not 0 <= version < 2**63:
                 raise DecodeError("beacon", "version")
             if type(crl) is not int or not 0 <= crl < 2**63:
                 raise DecodeError("beacon", "crl")
             if not isinstance(session, bytes) or len(session) != SESSION_BYTES:
                 raise DecodeError("beacon", "session")
+            if not isinstance(prekey, bytes) or len(prekey) != PREKEY_BYTES:
+                raise DecodeError("beacon", "prekey")
             status = beacon_status(body.get("s", {}))
         except EnvelopeError:
             return  # counted by the verifier
@@ -401,6 +414,11 @@ class GossipNode:
         if now - statement.time > self._protocol.config.membership.dead_after:
             self.counters.rejected["beacon:stale"] += 1
             return
+        known = self.presence.get(node_id)
+        if known is not None and statement.time < known.last_seen:
+            # An older beacon replayed: it must not bring back a prekey the node has dropped.
+            self.counters.rejected["beacon:older"] += 1
+            return
         self.counters.beacons_received += 1
         if crl < self.identity.trust.crl.version:
             self._crl_behind = True
@@ -408,7 +426,7 @@ class GossipNode:
         # Alive as of when it signed the beacon, not when it arrived: a replayed old beacon
         # cannot keep a dead node looking alive.
         heard_at = min(now, statement.time)
-        self.presence[node_id] = Presence(heard_at, version, status, session)
+        self.presence[node_id] = Presence(heard_at, version, status, session, prekey)
         self._membership_news.append((node_id, heard_at, version))
 
     def _on_leave(self, node_id: bytes, session: object) -> None:
@@ -458,6 +476,12 @@ class GossipNode:
 
     def _own_certificate_revoked(self) -> bool:
         return self.identity.certificate.serial in self.identity.trust.crl.revoked
+
+    def sessions(self) -> dict[str, int]:
+        """Sessions opened to peers and accepted from them (one signature and key agreement each;
+        every other message is one AEAD)."""
+        sealer, opener = self._sealer, self._opener
+        return {"opened_out": sealer.sessions_opened, "opened_in": opener.sessions_opened}
 
     def rejected(self) -> dict[str, int]:
         """Every dropped message by "where:reason"."""

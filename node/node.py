@@ -332,6 +332,7 @@ class Node:
             "updates_in": gossip.counters.updates_received,
             "updates_out": gossip.counters.updates_sent,
             "rejected": gossip.rejected(),
+            "sessions": gossip.sessions(),
             "codec": gossip.counters.codec.as_dict(),
             "defence": {
                 "enabled": self.config.defence.enabled,

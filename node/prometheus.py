@@ -36,7 +36,7 @@ def node_metrics(status: dict[str, Any]) -> list[Metric]:
     peers = GaugeMetricFamily("gossiprec_peers", "peers in this node's view", labels=["state"])
     for state in PEER_STATES:
         peers.add_metric([state], sum(p["state"] == state for p in status["peers"]))
-    broker, defence = status["broker"], status["defence"]
+    broker, defence, sessions = status["broker"], status["defence"], status["sessions"]
     clipped = CounterMetricFamily("gossiprec_peer_clipped", "a peer's messages the defence cut",
                                   labels=["peer"])  # fmt: skip
     quarantined = GaugeMetricFamily("gossiprec_peer_quarantined", "1 while a peer is quarantined",
@@ -55,6 +55,8 @@ def node_metrics(status: dict[str, Any]) -> list[Metric]:
         gauge("uptime_seconds", "seconds since the node started", status["uptime"]),
         gauge("broker_connected", "1 while the MQTT link is up", int(broker["connected"])),
         counter("broker_connects", "MQTT connections made", broker["connects"]),
+        counter("sessions_opened_out", "sessions opened to peers", sessions["opened_out"]),
+        counter("sessions_opened_in", "sessions peers opened to this node", sessions["opened_in"]),
         gauge("model_version", "merges along this model's lineage", status["model_version"]),
         counter("training_steps", "training steps taken", status["training_steps"]),
         gauge("interactions", "interactions stored on this node", status["interactions"]),

@@ -8,9 +8,10 @@ from pathlib import Path
 
 from gossiprec.crypto.authority import Authority
 from gossiprec.crypto.certificate import Certificate
-from gossiprec.crypto.envelope import Opener, Sealer
+from gossiprec.crypto.envelope import DEFAULT_MAX_BYTES, Opener, Sealer
 from gossiprec.crypto.keys import NodeKeys
-from gossiprec.crypto.replay import ReplayGuard, SequenceCounter
+from gossiprec.crypto.prekey import Prekeys
+from gossiprec.crypto.replay import SequenceCounter
 from gossiprec.crypto.trust import TrustStore
 
 
@@ -19,6 +20,15 @@ class Member:
     keys: NodeKeys
     cert: Certificate
     folder: Path
+    # This run's prekeys; `restart` gives new ones, as a restarted node has.
+    prekeys: Prekeys = field(default_factory=lambda: Prekeys(time.time()))
+
+    @property
+    def prekey(self) -> bytes:
+        return self.prekeys.current(time.time())
+
+    def restart(self) -> None:
+        self.prekeys = Prekeys(time.time())
 
 
 @dataclass
@@ -50,14 +60,15 @@ class Network:
         counter = SequenceCounter(member.folder / "seq", block=16)
         return Sealer(member.keys, self.authority.network, counter)
 
-    def opener(self, name: str, trust: TrustStore | None = None) -> Opener:
+    def opener(self, name: str, trust: TrustStore | None = None,
+               max_bytes: int = DEFAULT_MAX_BYTES) -> Opener:  # fmt: skip
         member = self.members[name]
-        return Opener(
-            member.keys,
-            trust or self.authority.trust_store(),
-            self.directory().get,
-            ReplayGuard(member.folder / "replay.sqlite"),
-        )
+        return Opener(member.keys, trust or self.authority.trust_store(), self.directory().get,
+                      member.prekeys, max_bytes=max_bytes)  # fmt: skip
+
+    def seal(self, sealer: Sealer, payload: bytes, to: str, now: float, kind: int = 1) -> bytes:
+        recipient = self.members[to]
+        return sealer.seal(payload, recipient.cert, recipient.prekey, kind, now)
 
 
 def make_network(

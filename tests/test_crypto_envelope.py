@@ -8,10 +8,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gossiprec.crypto.certificate import Certificate, RevocationList
-from gossiprec.crypto.envelope import Opener
-from gossiprec.crypto.errors import CertificateError, EnvelopeError
-from gossiprec.crypto.replay import WINDOW, ReplayGuard
-from gossiprec.crypto.wire import pack
+from gossiprec.crypto.envelope import SESSIONS_PER_SENDER, Header, Opener, Sealer
+from gossiprec.crypto.errors import CertificateError, EnvelopeError, SealError
+from gossiprec.crypto.prekey import Prekeys
+from gossiprec.crypto.replay import WINDOW, ReplayWindow, SequenceCounter
+from gossiprec.crypto.wire import pack, unpack
 from tests.cryptonet import Network, make_network
 
 KIND_MODEL = 1
@@ -22,20 +23,24 @@ def net(tmp_path: Path) -> Network:
     return make_network(tmp_path)
 
 
+def header_of(sealed: bytes) -> Header:
+    return Header.decode(unpack(sealed, max_size=1 << 24)[1])
+
+
 def test_round_trip_delivers_payload_sender_and_header(net: Network) -> None:
     now = time.time()
-    sealed = net.sealer("a").seal(b"item embeddings", net.members["b"].cert, KIND_MODEL, now)
+    sealed = net.seal(net.sealer("a"), b"item embeddings", "b", now)
     opened = net.opener("b").open(sealed, now)
     assert opened.payload == b"item embeddings"
     assert opened.sender == net.members["a"].keys.node_id
-    assert opened.header.kind == KIND_MODEL
-    assert opened.header.seq >= int((now - 60) * 1_000_000)  # counters start at the clock
+    assert opened.header.kind == KIND_MODEL and opened.header.counter == 0
+    assert opened.header.session >= int((now - 60) * 1_000_000)  # numbers start at the clock
     assert b"item embeddings" not in sealed  # the broker sees ciphertext only
 
 
 def test_every_single_byte_flip_is_rejected(net: Network) -> None:
     now = time.time()
-    sealed = net.sealer("a").seal(b"x" * 64, net.members["b"].cert, KIND_MODEL, now)
+    sealed = net.seal(net.sealer("a"), b"x" * 64, "b", now)
     opener = net.opener("b")
     for index in range(len(sealed)):
         for mask in (0x01, 0x80, 0xFF):
@@ -49,21 +54,26 @@ def test_every_single_byte_flip_is_rejected(net: Network) -> None:
 
 def test_replay_is_rejected_also_after_the_receiver_restarts(net: Network) -> None:
     now = time.time()
-    sealed = net.sealer("a").seal(b"once", net.members["b"].cert, KIND_MODEL, now)
+    sealer = net.sealer("a")
+    sealed = net.seal(sealer, b"once", "b", now)
     opener = net.opener("b")
     opener.open(sealed, now)
     with pytest.raises(EnvelopeError):
         opener.open(sealed, now)
-    restarted = net.opener("b")  # a new process: state comes back from replay.sqlite
+    net.members["b"].restart()  # a new process: new prekeys, no session state at all
+    restarted = net.opener("b")
     with pytest.raises(EnvelopeError):
         restarted.open(sealed, now)
-    assert opener.rejected["replay"] == 1 and restarted.rejected["replay"] == 1
+    assert opener.rejected["replay"] == 1 and restarted.rejected["unknown_prekey"] == 1
+    # The sender, told the new prekey by the next beacon, opens a new session transparently.
+    assert restarted.open(net.seal(sealer, b"again", "b", now), now).payload == b"again"
+    assert sealer.sessions_opened == 2
 
 
 def test_reordering_inside_the_window_is_accepted_and_stale_is_not(net: Network) -> None:
     now = time.time()
-    sealer, cert = net.sealer("a"), net.members["b"].cert
-    messages = [sealer.seal(str(i).encode(), cert, KIND_MODEL, now) for i in range(WINDOW + 2)]
+    sealer = net.sealer("a")
+    messages = [net.seal(sealer, str(i).encode(), "b", now) for i in range(WINDOW + 2)]
     opener = net.opener("b")
     opener.open(messages[5], now)
     opener.open(messages[2], now)  # late but inside the window: fine
@@ -75,7 +85,7 @@ def test_reordering_inside_the_window_is_accepted_and_stale_is_not(net: Network)
 
 def test_message_for_another_recipient_is_rejected(net: Network) -> None:
     now = time.time()
-    sealed = net.sealer("a").seal(b"for b", net.members["b"].cert, KIND_MODEL, now)
+    sealed = net.seal(net.sealer("a"), b"for b", "b", now)
     opener = net.opener("c")
     with pytest.raises(EnvelopeError):
         opener.open(sealed, now)
@@ -87,11 +97,10 @@ def test_sender_certified_by_another_networks_ca_is_rejected(net: Network, tmp_p
     other = make_network(tmp_path / "other", name="demo", nodes=("mallory",))
     mallory = other.members["mallory"]
     now = time.time()
-    sealed = other.sealer("mallory").seal(b"poison", net.members["b"].cert, KIND_MODEL, now)
+    b = net.members["b"]
+    sealed = other.sealer("mallory").seal(b"poison", b.cert, b.prekey, KIND_MODEL, now)
     directory = {**net.directory(), mallory.cert.node_id: mallory.cert}
-    opener = Opener(
-        net.members["b"].keys, net.authority.trust_store(), directory.get, net.opener("b")._replay
-    )
+    opener = Opener(b.keys, net.authority.trust_store(), directory.get, b.prekeys)
     with pytest.raises(EnvelopeError):
         opener.open(sealed, now)
     assert opener.rejected == {"certificate_foreign": 1}
@@ -100,7 +109,7 @@ def test_sender_certified_by_another_networks_ca_is_rejected(net: Network, tmp_p
 def test_expired_certificate_is_rejected(net: Network) -> None:
     old = net.add("old", not_after=int(time.time()) + 10)
     now = time.time()
-    sealed = net.sealer("old").seal(b"late", net.members["b"].cert, KIND_MODEL, now)
+    sealed = net.seal(net.sealer("old"), b"late", "b", now)
     opener = net.opener("b")
     with pytest.raises(EnvelopeError):
         opener.open(sealed, now + 11)  # clock skew is fine, the certificate is not
@@ -108,15 +117,17 @@ def test_expired_certificate_is_rejected(net: Network) -> None:
     assert old.cert.not_after < now + 11
 
 
-def test_revoked_sender_is_rejected_and_an_older_list_cannot_undo_it(net: Network) -> None:
+def test_revoked_sender_is_rejected_on_its_live_session_and_an_older_list_cannot_undo_it(
+    net: Network,
+) -> None:
     trust = net.authority.trust_store()
     before = net.authority.revocation_list()
-    assert trust.update_crl(net.authority.revoke({net.members["a"].cert.serial}, 0))
     now = time.time()
-    sealed = net.sealer("a").seal(b"revoked", net.members["b"].cert, KIND_MODEL, now)
-    opener = net.opener("b", trust)
-    with pytest.raises(EnvelopeError):
-        opener.open(sealed, now)
+    sealer, opener = net.sealer("a"), net.opener("b", trust)
+    assert opener.open(net.seal(sealer, b"before", "b", now), now).payload == b"before"
+    assert trust.update_crl(net.authority.revoke({net.members["a"].cert.serial}, 0))
+    with pytest.raises(EnvelopeError):  # the same session, the next message
+        opener.open(net.seal(sealer, b"revoked", "b", now), now)
     assert opener.rejected == {"certificate_revoked": 1}
     assert not trust.update_crl(before)  # version 0 < 1: ignored
     assert net.members["a"].cert.serial in trust.crl.revoked
@@ -144,18 +155,18 @@ def test_a_revocation_list_with_a_number_out_of_range_is_refused_before_any_chec
 def test_impersonation_by_an_admitted_node_is_rejected(net: Network) -> None:
     # c seals with its own keys but writes a's id into the header.
     now = time.time()
-    sealed = net.sealer("c").seal(b"as a", net.members["b"].cert, KIND_MODEL, now)
+    sealed = net.seal(net.sealer("c"), b"as a", "b", now)
     forged = sealed.replace(net.members["c"].keys.node_id, net.members["a"].keys.node_id)
     assert forged != sealed
     opener = net.opener("b")
     with pytest.raises(EnvelopeError):
         opener.open(forged, now)
-    assert opener.rejected == {"decrypt": 1}  # the header is bound into the HPKE context
+    assert opener.rejected == {"signature": 1}  # c's signature is not a's
 
 
 def test_clock_skew_beyond_the_limit_is_rejected(net: Network) -> None:
     now = time.time()
-    sealed = net.sealer("a").seal(b"old", net.members["b"].cert, KIND_MODEL, now - 3_600)
+    sealed = net.seal(net.sealer("a"), b"old", "b", now - 3_600)
     opener = net.opener("b")
     with pytest.raises(EnvelopeError):
         opener.open(sealed, now)
@@ -164,14 +175,8 @@ def test_clock_skew_beyond_the_limit_is_rejected(net: Network) -> None:
 
 def test_truncated_oversized_and_garbage_inputs_raise_only_the_opaque_error(net: Network) -> None:
     now = time.time()
-    sealed = net.sealer("a").seal(b"p" * 100, net.members["b"].cert, KIND_MODEL, now)
-    opener = Opener(
-        net.members["b"].keys,
-        net.authority.trust_store(),
-        net.directory().get,
-        net.opener("b")._replay,
-        max_bytes=1_000,
-    )
+    sealed = net.seal(net.sealer("a"), b"p" * 100, "b", now)
+    opener = net.opener("b", max_bytes=1_000)
     for bad in (
         sealed[:-1],
         sealed[: len(sealed) // 2],
@@ -179,7 +184,7 @@ def test_truncated_oversized_and_garbage_inputs_raise_only_the_opaque_error(net:
         b"\xc1",
         b"not msgpack at all",
         sealed + b"\x00",
-        b"\x93\x01\xc4\x00\xc4\x00",
+        b"\x93\x02\xc4\x00\xc4\x00",
         bytes(2_000),
     ):
         with pytest.raises(EnvelopeError) as caught:
@@ -194,10 +199,10 @@ def test_rotation_keeps_old_certificates_working_until_retired(net: Network) -> 
     old_cert = b.cert
     b.keys = b.keys.rotated()
     now = time.time()
-    sealed = net.sealer("a").seal(b"to old key", old_cert, KIND_MODEL, now)
+    sealed = net.sealer("a").seal(b"to old key", old_cert, b.prekey, KIND_MODEL, now)
     assert net.opener("b").open(sealed, now).payload == b"to old key"
     b.keys = b.keys.retired()
-    late = net.sealer("a").seal(b"too late", old_cert, KIND_MODEL, now)
+    late = net.sealer("a").seal(b"too late", old_cert, b.prekey, KIND_MODEL, now)
     opener = net.opener("b")
     with pytest.raises(EnvelopeError):
         opener.open(late, now)
@@ -216,7 +221,7 @@ def test_certificate_encoding_round_trips_and_rejects_tampering(net: Network) ->
 @pytest.fixture(scope="module")
 def fixed_net(tmp_path_factory: pytest.TempPathFactory) -> tuple[Network, bytes, Opener]:
     net = make_network(tmp_path_factory.mktemp("hyp"))
-    sealed = net.sealer("a").seal(b"v" * 40, net.members["b"].cert, KIND_MODEL, time.time())
+    sealed = net.seal(net.sealer("a"), b"v" * 40, "b", time.time())
     return net, sealed, net.opener("b")
 
 
@@ -268,26 +273,95 @@ def test_pack_with_tail_is_exactly_msgpack(head: list[object], tail: bytes) -> N
     assert unpack(pack_with_tail(list(head), tail), max_size=10**6) == [*head, tail]
 
 
-def test_a_sequence_jump_costs_nothing_and_numbers_past_the_limit_change_nothing(
-    tmp_path: Path,
-) -> None:
-    guard = ReplayGuard(tmp_path / "replay.sqlite")
-    sender = b"s" * 16
-    guard.commit(sender, 5)
-    assert guard.is_fresh(sender, 2**62) and not guard.is_fresh(sender, 2**63)
-    guard.commit(sender, 2**62)  # no shift by 2^62 bits: the window starts again
-    assert not guard.is_fresh(sender, 2**62) and guard.is_fresh(sender, 2**62 + 1)
-    assert not guard.is_fresh(sender, 5)  # far below the window now
-    assert guard.is_fresh(sender, 2**62 - WINDOW + 1) and not guard.is_fresh(sender, -1)
-    reloaded = ReplayGuard(tmp_path / "replay.sqlite")
-    assert not reloaded.is_fresh(sender, 2**62) and reloaded.is_fresh(sender, 2**62 + 1)
+def test_a_counter_jump_costs_nothing_and_numbers_past_the_limit_change_nothing() -> None:
+    window = ReplayWindow()
+    window.commit(5)
+    assert window.is_fresh(2**62) and not window.is_fresh(2**63)
+    window.commit(2**62)  # no shift by 2^62 bits: the window starts again
+    assert not window.is_fresh(2**62) and window.is_fresh(2**62 + 1)
+    assert not window.is_fresh(5)  # far below the window now
+    assert window.is_fresh(2**62 - WINDOW + 1) and not window.is_fresh(-1)
 
 
 def test_an_envelope_whose_version_is_a_boolean_is_not_taken_for_version_1(net: Network) -> None:
     # Found by `gossiprec bench fuzz`: True == 1 in Python, so a frame with True where its
     # version belongs opened (the same message, but parsing must be strict about types).
     now = time.time()
-    sealed = net.sealer("a").seal(b"x", net.members["b"].cert, KIND_MODEL, now)
-    assert sealed[:2] == b"\x93\x01"  # [1, header, ciphertext]
+    sealed = net.seal(net.sealer("a"), b"x", "b", now)
+    assert sealed[:2] == b"\x93\x02"  # [2, header, ciphertext]
     with pytest.raises(EnvelopeError):
         net.opener("b").open(b"\x93\xc3" + sealed[2:], now)
+
+
+def test_a_session_is_authenticated_once_and_its_nonces_are_its_counter(net: Network) -> None:
+    now = time.time()
+    sealer, opener = net.sealer("a"), net.opener("b")
+    headers = [opener.open(net.seal(sealer, bytes([i]), "b", now), now).header for i in range(50)]
+    assert sealer.sessions_opened == opener.sessions_opened == 1  # one signature, one agreement
+    assert len({h.session for h in headers}) == 1
+    assert [h.counter for h in headers] == list(range(50))  # the nonce: never twice in a key
+
+
+def test_rekeying_opens_a_new_session_and_the_older_ones_stop_opening(net: Network) -> None:
+    now = time.time()
+    sealer = Sealer(net.members["a"].keys, net.authority.network,
+                    SequenceCounter(net.members["a"].folder / "seq"), rekey_messages=2)  # fmt: skip
+    opener = net.opener("b")
+    sealed = [net.seal(sealer, bytes([i]), "b", now) for i in range(2 * (SESSIONS_PER_SENDER + 1))]
+    sessions = sorted({header_of(m).session for m in sealed})
+    assert len(sessions) == SESSIONS_PER_SENDER + 1 and sealer.sessions_opened == len(sessions)
+    for message in sealed[2:]:  # the newest sessions, and their messages out of order
+        opener.open(message, now)
+    with pytest.raises(EnvelopeError):
+        opener.open(sealed[0], now)  # the oldest session, never seen: superseded
+    assert opener.rejected == {"superseded": 1}
+    late = net.seal(sealer, b"later", "b", now + REKEY_SECONDS_PLUS)
+    assert header_of(late).session > sessions[-1], "a session also ends by age"
+
+
+REKEY_SECONDS_PLUS = 901.0
+
+
+def test_a_rotated_out_prekey_opens_nothing_and_its_session_keys_are_forgotten(
+    net: Network,
+) -> None:
+    now = time.time()
+    b = net.members["b"]
+    b.prekeys = Prekeys(now, lifetime=60)
+    sealer, opener = net.sealer("a"), net.opener("b")
+    first = b.prekeys.current(now)
+    old = sealer.seal(b"old", b.cert, first, KIND_MODEL, now)
+    opener.open(old, now)
+    assert b.prekeys.current(now + 60) != first  # rotated: the first is still held
+    assert b.prekeys.private(first) is not None
+    newer = b.prekeys.current(now + 120)  # rotated again: the first is gone
+    assert b.prekeys.private(first) is None
+    with pytest.raises(EnvelopeError):
+        opener.open(sealer.seal(b"in flight", b.cert, first, KIND_MODEL, now + 120), now + 120)
+    assert opener.rejected == {"unknown_prekey": 1}
+    fresh = sealer.seal(b"new", b.cert, newer, KIND_MODEL, now + 120)
+    assert opener.open(fresh, now + 120).payload == b"new"
+    assert all(s.prekey != first for s in opener._sessions.values()), "old keys dropped"
+
+
+def test_a_low_order_prekey_cannot_be_sealed_to(net: Network) -> None:
+    b = net.members["b"]
+    with pytest.raises(SealError):
+        net.sealer("a").seal(b"x", b.cert, bytes(32), KIND_MODEL, time.time())
+
+
+@settings(max_examples=50, deadline=None, suppress_health_check=list(HealthCheck))
+@given(payloads=st.lists(st.binary(max_size=300), min_size=1, max_size=12), data=st.data())
+def test_any_order_of_a_sessions_messages_opens_each_once(
+    fixed_net: tuple[Network, bytes, Opener], payloads: list[bytes], data: st.DataObject
+) -> None:
+    net, _, _ = fixed_net
+    now = time.time()
+    sealer, opener = net.sealer("c"), net.opener("b")
+    sealed = [net.seal(sealer, p, "b", now) for p in payloads]
+    order = data.draw(st.permutations(list(range(len(sealed)))))
+    assert [opener.open(sealed[i], now).payload for i in order] == [payloads[i] for i in order]
+    for message in sealed:
+        with pytest.raises(EnvelopeError):
+            opener.open(message, now)
+    assert opener.rejected == {"replay": len(sealed)}

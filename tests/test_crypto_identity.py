@@ -60,15 +60,15 @@ from gossiprec.crypto.envelope import Sealer
 from gossiprec.crypto.keys import NodeKeys
 from gossiprec.crypto.replay import SequenceCounter
 folder, network = Path(sys.argv[1]), sys.argv[2]
-cert = Certificate.decode(bytes.fromhex(sys.argv[3]))
+cert, prekey = Certificate.decode(bytes.fromhex(sys.argv[3])), bytes.fromhex(sys.argv[4])
 sealer = Sealer(NodeKeys.load(folder), network, SequenceCounter(folder / "seq", block=25))
 while True:
-    print(sealer.seal(b"update", cert, 1, time.time()).hex(), flush=True)
+    print(sealer.seal(b"update", cert, prekey, 1, time.time()).hex(), flush=True)
 """
 
 
-def _run_and_kill(folder: Path, network: str, cert_hex: str, lines: int) -> list[bytes]:
-    command = [sys.executable, "-c", SENDER, str(folder), network, cert_hex]
+def _run_and_kill(folder: Path, arguments: list[str], lines: int) -> list[bytes]:
+    command = [sys.executable, "-c", SENDER, str(folder), *arguments]
     with subprocess.Popen(
         command, stdout=subprocess.PIPE, text=True, cwd=Path(__file__).parents[1]
     ) as child:
@@ -80,18 +80,22 @@ def _run_and_kill(folder: Path, network: str, cert_hex: str, lines: int) -> list
     return out
 
 
-def test_sender_killed_with_sigkill_never_reuses_a_sequence_number(tmp_path: Path) -> None:
+def test_a_sender_killed_20_times_mid_session_never_reuses_a_nonce(tmp_path: Path) -> None:
     net = make_network(tmp_path)
     a, b = net.members["a"], net.members["b"]
-    opener = net.opener("b")
-    seqs: list[list[int]] = []
-    for _run in range(3):
-        sealed = _run_and_kill(a.folder, net.authority.network, b.cert.encode().hex(), 60)
-        seqs.append([opener.open(m, time.time()).header.seq for m in sealed])
-    flat = [s for run in seqs for s in run]
-    assert len(flat) == len(set(flat)) == 180
-    assert min(seqs[1]) > max(seqs[0]) and min(seqs[2]) > max(seqs[1])
-    assert sum(opener.rejected.values()) == 0
+    opener = net.opener("b")  # a real receiver, alive across all the sender's lives
+    arguments = [net.authority.network, b.cert.encode().hex(), b.prekey.hex()]
+    runs: list[list[tuple[int, int]]] = []
+    for _run in range(20):
+        sealed = _run_and_kill(a.folder, arguments, 30)
+        headers = [opener.open(m, time.time()).header for m in sealed]
+        runs.append([(h.session, h.counter) for h in headers])
+    nonces = [pair for run in runs for pair in run]  # a nonce is (session key, counter)
+    assert len(nonces) == len(set(nonces)) == 600
+    sessions = [run[0][0] for run in runs]
+    assert all(len({s for s, _ in run}) == 1 for run in runs), "one session per life"
+    assert sessions == sorted(set(sessions)), "each life opens a newer session"
+    assert sum(opener.rejected.values()) == 0 and opener.sessions_opened == 20
 
 
 @pytest.mark.parametrize(

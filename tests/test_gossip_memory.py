@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from pathlib import Path
 
@@ -75,12 +76,13 @@ async def test_messages_from_a_non_admitted_key_are_dropped_and_counted(tmp_path
         target = cluster.nodes[0]
         mallory = admit(outsider_ca)
         async with broker.client("mallory", subscriptions(mallory), last_will(mallory)) as link:
-            signed = beacon(mallory, 0, {}, time.time())
+            signed = beacon(mallory, 0, {}, time.time(), os.urandom(32))
             await link.publish(topics.presence("memnet", mallory.node_id), signed, retain=True)
             update = ModelUpdate(Kind.MERGE_REQUEST, {"v": target.protocol.params["v"] * 1e6})
             sealer = Sealer(mallory.keys, "memnet", SequenceCounter(tmp_path / "mallory-seq"))
+            prekey = target.prekeys.current(time.time())
             sealed = sealer.seal(
-                encode(update, Codec()), target.identity.certificate, 1, time.time()
+                encode(update, Codec()), target.identity.certificate, prekey, 1, time.time()
             )
             await link.publish(topics.inbox("memnet", target.identity.node_id), sealed)
             await link.publish(topics.inbox("memnet", target.identity.node_id), b"\x00garbage")
@@ -108,12 +110,13 @@ async def test_a_node_busy_merging_still_admits_peers_and_sheds_its_oldest_updat
         await asyncio.to_thread(target.lock.acquire)  # a training step that takes long
         try:
             async with broker.client("new", subscriptions(newcomer), last_will(newcomer)) as link:
-                signed = beacon(newcomer, 0, {}, time.time())
+                signed = beacon(newcomer, 0, {}, time.time(), os.urandom(32))
                 await link.publish(topics.presence("memnet", newcomer.node_id), signed, retain=True)
                 sealer = Sealer(newcomer.keys, "memnet", SequenceCounter(tmp_path / "new-seq"))
                 update = ModelUpdate(Kind.MERGE_REQUEST, {"v": target.protocol.params["v"] + 1})
                 for _ in range(INBOX_BACKLOG + 5):
-                    sealed = sealer.seal(encode(update, Codec()), target.identity.certificate, 1,
+                    sealed = sealer.seal(encode(update, Codec()), target.identity.certificate,
+                                         target.prekeys.current(time.time()), 1,
                                          time.time())  # fmt: skip
                     await link.publish(topics.inbox("memnet", target.identity.node_id), sealed)
                 # The beacon is handled while the model waits for the lock; the surplus of
@@ -179,8 +182,8 @@ async def test_liveness_counts_from_the_time_a_beacon_was_signed(tmp_path: Path)
         peer = admit(authority)
         signed_at = time.time() - 4.0  # held back, then replayed: it proves nothing newer
         async with broker.client("peer", []) as link:
-            await link.publish(topics.presence("memnet", peer.node_id),
-                               beacon(peer, 0, {}, signed_at), retain=True)  # fmt: skip
+            signed = beacon(peer, 0, {}, signed_at, os.urandom(32))
+            await link.publish(topics.presence("memnet", peer.node_id), signed, retain=True)
         assert await cluster.until(lambda: peer.node_id in target.presence, 10)
         assert target.presence[peer.node_id].last_seen == pytest.approx(signed_at, abs=0.01)
 
@@ -205,3 +208,42 @@ async def test_a_revocation_list_only_one_node_holds_reaches_the_others_through_
         assert relayed[0] >= 1 and sum(relayed) <= 3, relayed
         revoked = cluster.nodes[2].identity.trust.crl.revoked
         assert stranger.certificate.serial in revoked
+
+
+async def test_a_revoked_members_live_session_is_refused_once_the_list_arrives(
+    tmp_path: Path,
+) -> None:
+    # A compromised member keeps sending on the session it opened while it was admitted.
+    authority = Authority.create(tmp_path / "ca", "memnet")
+    broker = InMemoryBroker()
+    made, truth = make_nodes(tmp_path, authority, 1, "pairwise")
+    heartbeat = 5.0  # the default: the list must take effect within one
+    async with running(tmp_path, made, truth, memory_factory(broker), heartbeat) as cluster:
+        (target,) = cluster.nodes
+        member = admit(authority)
+        sealer = Sealer(member.keys, "memnet", SequenceCounter(tmp_path / "member-seq"))
+        inbox = topics.inbox("memnet", target.identity.node_id)
+        update = ModelUpdate(Kind.MERGE_REQUEST, {"v": target.protocol.params["v"].copy()})
+
+        def sealed() -> bytes:
+            prekey = target.prekeys.current(time.time())
+            return sealer.seal(encode(update, Codec()), target.identity.certificate, prekey, 1,
+                               time.time())  # fmt: skip
+
+        async with broker.client("member", subscriptions(member), last_will(member)) as link:
+            signed = beacon(member, 0, {}, time.time(), os.urandom(32))
+            await link.publish(topics.presence("memnet", member.node_id), signed, retain=True)
+            assert await cluster.until(lambda: member.node_id in target.directory, 10)
+            await link.publish(inbox, sealed())
+            assert await cluster.until(lambda: target.counters.updates_received == 1, 10)
+            crl = authority.revoke({member.certificate.serial}, int(time.time()))
+            published = time.monotonic()
+            await link.publish(topics.crl("memnet"), crl.encode(), retain=True)
+            assert await cluster.until(lambda: target.identity.trust.crl.version == 1, heartbeat)
+            await link.publish(inbox, sealed())  # the same live session
+            assert await cluster.until(
+                lambda: target.rejected().get("envelope:certificate_revoked", 0) == 1, 10
+            ), target.rejected()
+            print(f"refused {time.monotonic() - published:.3f} s after the list was published")
+        assert sealer.sessions_opened == 1 and target.sessions()["opened_in"] == 1
+        assert target.counters.updates_received == 1

@@ -175,8 +175,9 @@ async def test_non_admitted_key_over_mosquitto_is_dropped_and_counted(
             await link.publish(topics.presence("guarded", outsider.node_id), beacon, retain=True)
             poison = ModelUpdate(Kind.MERGE_REQUEST, {"v": target.protocol.params["v"] * 1e6})
             sealer = Sealer(outsider.keys, "guarded", SequenceCounter(tmp_path / "evil-seq"))
+            prekey = target.prekeys.current(time.time())
             sealed = sealer.seal(
-                encode(poison, Codec()), target.identity.certificate, 1, time.time()
+                encode(poison, Codec()), target.identity.certificate, prekey, 1, time.time()
             )
             inbox = topics.inbox("guarded", target.identity.node_id)
             assert await link.publish(inbox, sealed)
