@@ -24,8 +24,8 @@ from gossiprec.crypto.prekey import Prekeys
 from gossiprec.crypto.replay import SequenceCounter
 from gossiprec.gossip import topics
 from gossiprec.gossip.codec import CODECS, Codec, encode
-from gossiprec.gossip.driver import GossipNode, Identity, beacon
-from gossiprec.gossip.messages import Kind, ModelUpdate
+from gossiprec.gossip.driver import GossipNode, Identity, Presence, beacon
+from gossiprec.gossip.messages import Kind, ModelUpdate, Send
 from gossiprec.gossip.mqtt import MqttConfig, MqttTransport
 from gossiprec.gossip.protocol import GossipConfig, GossipProtocol
 
@@ -82,38 +82,40 @@ def _gossip_node(identity: Identity, transport: MqttTransport, folder: Path) -> 
 
 async def _full_rate(host: str, port: int, folder: Path, count: int,
                      protocol: int) -> tuple[float, int]:  # fmt: skip
-    """The driver's own path: seal_update and open_update in worker threads, as in GossipNode."""
+    """The driver's own path: GossipNode.send_all (encode, seal, publish) and open_update (open,
+    decode) on the event loop, as the node does."""
     authority = Authority.create(folder / "ca", "bench")
     alice, bob = _identity(authority), _identity(authority)
     inbox = topics.inbox("bench", bob.node_id)
     update = model_update()
     config = MqttConfig(host=host, port=port, protocol=protocol)
-    sizes = []
     async with MqttTransport(config, "bench-rx", [inbox]) as rx, \
             MqttTransport(config, "bench-tx", []) as tx:  # fmt: skip
         assert await rx.wait_connected(10) and await tx.wait_connected(10)
         sender, receiver = _gossip_node(alice, tx, folder), _gossip_node(bob, rx, folder)
         receiver.directory[alice.node_id] = alice.certificate
-        prekey = receiver.prekeys.current(time.time())  # as bob's beacon announces it
+        # What bob's beacon tells alice: its certificate and its prekey.
+        sender.directory[bob.node_id] = bob.certificate
+        now = time.time()
+        sender.presence[bob.node_id] = Presence(now, 0, {}, bob.session,
+                                                receiver.prekeys.current(now))  # fmt: skip
         start = time.perf_counter()
 
         async def receive() -> None:
             got = 0
             async for message in rx.incoming():
-                opened = await asyncio.to_thread(receiver.open_update, message.payload, time.time())
+                opened = receiver.open_update(message.payload, time.time())
                 assert opened is not None, receiver.rejected()
                 got += 1
                 if got == count:
                     return
 
         listener = asyncio.create_task(receive())
-        for _ in range(count):
-            sealed = await asyncio.to_thread(sender.seal_update, update, bob.certificate, prekey)
-            sizes.append(len(sealed))
-            assert await tx.publish(inbox, sealed)
+        await sender.send_all([Send(bob.node_id, update)] * count)
         await asyncio.wait_for(listener, 120)
         rate = count / (time.perf_counter() - start)
-    return rate, sizes[0]
+        assert sender.counters.updates_sent == count, sender.rejected()
+    return rate, sender.traffic[bob.node_id].bytes_out // count
 
 
 def _beacon(folder: Path) -> bytes:

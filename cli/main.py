@@ -17,6 +17,7 @@ from gossiprec.cli import bench, config, control, data, identity, node, sim
 from gossiprec.cli.errors import UsageError
 from gossiprec.cli.output import Handler
 from gossiprec.crypto.errors import CryptoError
+from gossiprec.gossip.allocator import keep_heap_for_large_buffers
 from gossiprec.gossip.errors import GossipError
 from gossiprec.node.errors import NodeError, NodeUnreachable
 from gossiprec.sim.errors import SimError
@@ -36,6 +37,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    keep_heap_for_large_buffers()
     handler: Handler | None = getattr(args, "handler", None)
     if handler is None:
         parser.print_help()

@@ -53,7 +53,7 @@ from gossiprec.crypto.keys import KEY_ID_BYTES, NODE_ID_BYTES, NodeKeys, raw_pub
 from gossiprec.crypto.prekey import PREKEY_BYTES, Prekeys
 from gossiprec.crypto.replay import MAX_SEQ, ReplayWindow, SequenceCounter
 from gossiprec.crypto.trust import TrustStore
-from gossiprec.crypto.wire import pack, pack_with_tail, unpack, whole
+from gossiprec.crypto.wire import pack, pack_with_tail, unpack, unpack_with_tail, whole
 
 VERSION = 2
 SIGNATURE_BYTES = 64
@@ -256,11 +256,12 @@ class Opener:
         if len(data) > self._max_bytes:
             raise Rejection("oversized")
         try:
-            version, header_bytes, ciphertext = unpack(data, max_size=self._max_bytes)
+            # The ciphertext stays a view into `data`: a model-sized copy saved.
+            (version, header_bytes), ciphertext = unpack_with_tail(
+                data, head=2, max_size=self._max_bytes
+            )
             if not whole(version, VERSION, VERSION) or not isinstance(header_bytes, bytes):
                 raise ValueError("version")
-            if not isinstance(ciphertext, bytes):
-                raise ValueError("ciphertext")
             header = Header.decode(header_bytes)
         except (ValueError, TypeError):
             raise Rejection("malformed") from None

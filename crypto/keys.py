@@ -7,6 +7,7 @@ opening messages sealed to it until the node retires it.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from dataclasses import dataclass
@@ -84,25 +85,30 @@ class NodeKeys:
     def generate(cls) -> NodeKeys:
         return cls(ed25519.Ed25519PrivateKey.generate(), x25519.X25519PrivateKey.generate())
 
-    @property
+    # Cached: every message asks for them, and the keys of an instance never change.
+    @functools.cached_property
     def signing_public(self) -> bytes:
         return raw_public(self.signing.public_key())
 
-    @property
+    @functools.cached_property
     def encryption_public(self) -> bytes:
         return raw_public(self.encryption.public_key())
 
-    @property
+    @functools.cached_property
     def node_id(self) -> bytes:
         return node_id_of(self.signing_public)
 
-    def decryption_keys(self) -> dict[bytes, x25519.X25519PrivateKey]:
-        """Encryption private keys by key id: the current one and, during rotation, the previous."""
+    @functools.cached_property
+    def _decryption_keys(self) -> dict[bytes, x25519.X25519PrivateKey]:
         keys = {key_id_of(self.encryption_public): self.encryption}
         if self.previous_encryption is not None:
             previous = raw_public(self.previous_encryption.public_key())
             keys[key_id_of(previous)] = self.previous_encryption
         return keys
+
+    def decryption_keys(self) -> dict[bytes, x25519.X25519PrivateKey]:
+        """Encryption private keys by key id: the current one and, during rotation, the previous."""
+        return dict(self._decryption_keys)
 
     def rotated(self) -> NodeKeys:
         """A new encryption key; the current one becomes previous and keeps working."""

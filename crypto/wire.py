@@ -24,6 +24,32 @@ def pack_with_tail(head: list[Any], tail: bytes) -> bytes:
     return b"".join([bytes([0x90 | count]), array[1:], b"\xc6", len(tail).to_bytes(4, "big"), tail])
 
 
+def unpack_with_tail(data: bytes, *, head: int, max_size: int,
+                     max_head_bytes: int = 1_024) -> tuple[list[Any], memoryview]:  # fmt: skip
+    """The inverse of pack_with_tail: the `head` items, and the tail as a view into `data`
+    instead of a copy. Raises ValueError unless `data` is exactly such a frame."""
+    if len(data) > max_size:
+        raise ValueError(f"{len(data)} bytes exceeds the limit of {max_size}")
+    if not data or data[0] != 0x90 | (head + 1):
+        raise ValueError(f"not an array of {head + 1} items")
+    unpacker = msgpack.Unpacker(raw=False, strict_map_key=True, max_buffer_size=max_head_bytes,
+                                max_bin_len=max_head_bytes, max_str_len=max_head_bytes,
+                                max_array_len=64, max_map_len=64, max_ext_len=0)  # fmt: skip
+    unpacker.feed(data[1 : 1 + max_head_bytes])
+    try:
+        items = [unpacker.unpack() for _ in range(head)]
+    except (msgpack.UnpackException, msgpack.OutOfData, ValueError, TypeError) as exc:
+        raise ValueError(f"malformed msgpack: {exc}") from exc
+    start = 1 + unpacker.tell()
+    tail = start + 5
+    if (
+        data[start : start + 1] != b"\xc6"
+        or int.from_bytes(data[start + 1 : tail]) != len(data) - tail
+    ):
+        raise ValueError("the tail is not one bin32 to the end")
+    return items, memoryview(data)[tail:]
+
+
 def whole(value: object, low: int = 0, high: int = 2**63 - 1) -> bool:
     """An integer in [low, high] as msgpack carries it: booleans, which Python counts as 0 and
     1, are not (a True where a version 1 belongs must not pass for it)."""

@@ -105,12 +105,14 @@ def encode(update: ModelUpdate, codec: Codec, stats: CodecStats | None = None) -
 
 
 def _raw(array: np.ndarray) -> dict[str, Any]:
-    return {"dtype": array.dtype.str, "shape": list(array.shape), "data": array.tobytes()}
+    # A view of the bytes, not a copy: msgpack copies them into the message once.
+    data = np.ascontiguousarray(array).data.cast("B")
+    return {"dtype": array.dtype.str, "shape": list(array.shape), "data": data}
 
 
 def _encode_array(array: FloatArray, codec: str) -> dict[str, Any]:
     if codec == "float32":
-        return _raw(array.astype("<f4"))
+        return _raw(array.astype("<f4", copy=False))
     if codec == "float16":
         return _raw(array.astype("<f2"))
     rows = array.reshape(len(array), -1) if array.ndim > 1 else array.reshape(-1, 1)

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from gossiprec.crypto.certificate import Certificate, RevocationList
+from gossiprec.gossip.allocator import keep_heap_for_large_buffers
 from gossiprec.sim.errors import WorkerError
 from gossiprec.sim.host import HostSpec, HostStats, NodeHost, Scores
 
@@ -100,6 +101,7 @@ def serve(spec: HostSpec, pipe: Connection) -> None:
     goes away)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it closes us
     torch.set_num_threads(1)
+    keep_heap_for_large_buffers()
     asyncio.run(_serve(spec, pipe))
 
 

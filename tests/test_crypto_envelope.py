@@ -268,9 +268,25 @@ def test_mutated_envelopes_raise_only_the_opaque_error(
 )
 @settings(max_examples=200, deadline=None)
 def test_pack_with_tail_is_exactly_msgpack(head: list[object], tail: bytes) -> None:
-    from gossiprec.crypto.wire import pack_with_tail, unpack
+    from gossiprec.crypto.wire import pack_with_tail, unpack, unpack_with_tail
 
-    assert unpack(pack_with_tail(list(head), tail), max_size=10**6) == [*head, tail]
+    framed = pack_with_tail(list(head), tail)
+    assert unpack(framed, max_size=10**6) == [*head, tail]
+    items, view = unpack_with_tail(framed, head=len(head), max_size=10**6, max_head_bytes=8_192)
+    assert items == list(head) and bytes(view) == tail
+
+
+@given(data=st.binary(max_size=64), head=st.integers(0, 3))
+@settings(max_examples=2_000, deadline=None)
+def test_unpack_with_tail_raises_only_value_error(data: bytes, head: int) -> None:
+    from gossiprec.crypto.wire import unpack_with_tail
+
+    try:
+        items, view = unpack_with_tail(data, head=head, max_size=1_000)
+    except ValueError:
+        return
+    start = len(data) - len(view)  # a frame: the view is the bin32 that ends it
+    assert len(items) == head and data[start - 5] == 0xC6 and bytes(view) == data[start:]
 
 
 def test_a_counter_jump_costs_nothing_and_numbers_past_the_limit_change_nothing() -> None:
