@@ -7,6 +7,7 @@ keeps its own rows for the users it has seen, so a node holds only its own users
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -15,6 +16,7 @@ import numpy.typing as npt
 import torch
 
 from gossiprec.gossip.messages import Arrays
+from gossiprec.node.bpr_numpy import adam_update, bpr_gradients, sum_rows
 from gossiprec.node.config import OPTIMIZERS
 from gossiprec.node.types import IntArray
 
@@ -87,6 +89,10 @@ class BPRConfig:
             raise ValueError(f"BPRConfig.l2 must be >= 0, got {self.l2}")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"BPRConfig.optimizer must be one of {', '.join(OPTIMIZERS)}")
+
+
+# Batches up to this size step in numpy (node/bpr_numpy.py), larger ones in torch.
+NUMPY_BATCH = 256
 
 
 class BPRMF:
@@ -275,6 +281,55 @@ class BPRMF:
         return negatives
 
     def _step(self, rows: IntArray, items: IntArray, shared: bool = True) -> float:
+        if len(rows) <= NUMPY_BATCH and (self.config.optimizer == "sgd" or not shared):
+            return self._step_numpy(rows, items, shared)
+        return self._step_torch(rows, items, shared)
+
+    def _step_numpy(self, rows: IntArray, items: IntArray, shared: bool) -> float:
+        """`_step_torch` on the rows the batch touches (node/bpr_numpy.py); the user rows'
+        Adam state is the torch optimizer's, so either step may follow the other."""
+        negatives = self._sample_negatives(rows)
+        users = self.user_embedding.detach().numpy()
+        table, bias = self.item_embedding.detach().numpy(), self.item_bias.detach().numpy()
+        grads = bpr_gradients(users[rows], table[items], table[negatives], bias[items],
+                              bias[negatives], self.config.l2)  # fmt: skip
+        user_rows, user_grad = sum_rows(rows, grads.user)
+        dense = np.zeros_like(users)  # Adam moves every row with momentum, as torch's does
+        dense[user_rows] = user_grad
+        self._adam_users(dense)
+        if shared:
+            # Each touched row's embedding gradient with its bias gradient as one more column.
+            touched = np.concatenate([items, negatives.ravel()])
+            per_row = np.concatenate([
+                np.column_stack([grads.positive, grads.positive_bias]),
+                np.column_stack([grads.negative.reshape(-1, self.config.dim),
+                                 grads.negative_bias.ravel()]),
+            ])  # fmt: skip
+            item_rows, summed = sum_rows(touched, per_row)
+            item_grad, bias_grad = summed[:, :-1], summed[:, -1]
+            scale = min(1.0, len(rows) / self.config.batch_size)  # see _step_torch
+            norm = scale * math.sqrt(float(np.sum(item_grad**2)) + float(np.sum(bias_grad**2)))
+            if self.config.clip and norm > self.config.clip:
+                scale *= self.config.clip / (norm + 1e-6)  # as clip_grad_norm_
+            lr = np.float32(self.shared_lr * scale)
+            table[item_rows] -= lr * item_grad
+            bias[item_rows] -= lr * bias_grad
+            self.steps_taken += 1
+        return grads.loss
+
+    def _adam_users(self, grad: npt.NDArray[np.float32]) -> None:
+        optimizer = self._user_optimizer
+        group, state = optimizer.param_groups[0], optimizer.state[self.user_embedding]
+        if not state:  # as torch.optim.Adam initialises it
+            state["step"] = torch.tensor(0.0)
+            state["exp_avg"] = torch.zeros_like(self.user_embedding)
+            state["exp_avg_sq"] = torch.zeros_like(self.user_embedding)
+        state["step"] += 1
+        adam_update(self.user_embedding.detach().numpy(), grad, state["exp_avg"].numpy(),
+                    state["exp_avg_sq"].numpy(), int(state["step"]), group["lr"],
+                    group["betas"], group["eps"])  # fmt: skip
+
+    def _step_torch(self, rows: IntArray, items: IntArray, shared: bool = True) -> float:
         # F.embedding, not tensor indexing: its CPU backward sums in a fixed order, so runs
         # with the same seed are bit-identical (indexing's parallel scatter-add is not).
         embed = torch.nn.functional.embedding

@@ -124,3 +124,30 @@ def test_centralized_bpr_on_ml100k_meets_the_reference(ml100k: Dataset) -> None:
     result = centralized(leave_one_out(ml100k, seed=0))
     assert result.metrics.hr10 >= 0.65, result
     assert result.metrics.ndcg10 >= 0.37, result
+
+
+@pytest.mark.parametrize("clip", [0.0, 0.05])
+def test_the_numpy_step_moves_every_parameter_as_torchs_autograd_does(
+    clip: float, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from gossiprec.node import recommender
+
+    def run(numpy_batch: int) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        monkeypatch.setattr(recommender, "NUMPY_BATCH", numpy_batch)
+        config = BPRConfig(dim=8, optimizer="sgd", lr=50.0, l2=0.01, user_lr=0.03, clip=clip,
+                           batch_size=64, negatives=4, seed=3)  # fmt: skip
+        model = BPRMF(40, config)
+        rng = np.random.default_rng(1)  # three users, repeated items: duplicate rows summed
+        model.add_interactions(rng.integers(0, 3, 50), rng.integers(0, 40, 50))
+        start = {
+            n: a.copy() for n, a in {**model.shared_arrays(), **model.private_arrays()}.items()
+        }
+        for _ in range(4):
+            model.train_steps(2)  # shared steps, full batches and a partial one
+            model.learn_online(np.array([1]), 2)  # private-only steps
+        return start, {**model.shared_arrays(), **model.private_arrays()}
+
+    (start, by_torch), (_, by_numpy) = run(-1), run(10**9)
+    for name, expected in by_torch.items():
+        assert not np.allclose(expected, start[name]), f"{name} never moved"
+        np.testing.assert_allclose(by_numpy[name], expected, rtol=2e-4, atol=2e-5, err_msg=name)
