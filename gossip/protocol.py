@@ -19,6 +19,7 @@ from gossiprec.gossip.messages import Arrays, Kind, ModelUpdate, Rows, Send
 from gossiprec.gossip.reputation import Reputation
 
 STRATEGIES = ("push-sum", "pairwise")
+MAX_OUTSTANDING = 4  # pairwise requests awaiting a reply, per unit of fanout
 MAX_VERSION_LEAD = 1_000
 # A model this many versions along is a different model from the common starting one. A fresh
 # node (version 0) meeting one adopts it instead of averaging: its own untouched model carries
@@ -201,7 +202,14 @@ class GossipProtocol:
             share, kind = self._weight, Kind.MERGE_REQUEST
         update = self._snapshot(kind, share, now)
         if kind is Kind.MERGE_REQUEST:
-            self._outstanding.update(dict.fromkeys(peers, update))
+            for peer in peers:  # newest last, also for a peer asked again
+                self._outstanding.pop(peer, None)
+                self._outstanding[peer] = update
+            # Each request holds a copy of the model until its reply: replies lost to a peer
+            # that died or shed them must not pile copies up. Keep the newest few (a reply
+            # takes well under a period; a later one is ignored, as a lost one).
+            while len(self._outstanding) > MAX_OUTSTANDING * self._config.fanout:
+                del self._outstanding[next(iter(self._outstanding))]
         self._stats.sent += len(peers)
         return [Send(peer, update) for peer in peers]
 

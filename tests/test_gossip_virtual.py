@@ -153,3 +153,26 @@ def test_a_model_message_refreshes_a_live_peer_but_never_revives_a_dead_one() ->
     assert a.status().state_of(b.node_id) is PeerState.DEAD
     a.peer_heard(b.node_id, 6.0)  # a new beacon: back
     assert a.status().state_of(b.node_id) is PeerState.ALIVE
+
+
+def test_requests_whose_replies_never_come_hold_a_few_model_copies_not_one_per_peer() -> None:
+    from gossiprec.gossip.protocol import MAX_OUTSTANDING
+
+    config = GossipConfig(membership=NEVER)
+    node = GossipProtocol(b"\x00" * 16, {"v": np.zeros((5, 2), np.float32)}, config,
+                          random.Random(0), 0.0)  # fmt: skip
+    peers = [i.to_bytes(16, "big") for i in range(1, 40)]
+    for peer in peers:
+        node.peer_heard(peer, 0.0)
+    now, asked = 0.0, []
+    while len(asked) < 30:  # every peer dead to replies: a crashed or overloaded network
+        now += config.period
+        asked += [send.peer for send in node.tick(now)]
+    held = node._outstanding
+    newest_first = list(dict.fromkeys(reversed(asked)))
+    assert list(held) == newest_first[:MAX_OUTSTANDING][::-1], "the newest requests stay"
+    late = held[asked[-1]]
+    reply = ModelUpdate(Kind.MERGE_REPLY, {"v": np.ones((5, 2), np.float32)}, 1.0, 1, now,
+                        alpha=0.5, reply_to=late.sent_at)  # fmt: skip
+    node.receive(asked[-1], reply, now)
+    assert node.status().merged == 1 and float(node.params["v"].mean()) == pytest.approx(0.5)

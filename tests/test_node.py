@@ -211,7 +211,8 @@ async def test_metrics_are_served_on_loopback_in_prometheus_text(tmp_path: Path)
     assert 'gossiprec_rejected_total{reason="decode:shape"} 2.0' in lines
     assert "gossiprec_broker_connected 1.0" in lines
     assert 'gossiprec_peers{state="alive"} 0.0' in lines
-    assert len(node_metrics(node.status())) == 17
+    assert "gossiprec_sessions_opened_in_total 0.0" in lines
+    assert len(node_metrics(node.status())) == 19
     # The process and Python collectors ride along.
     assert any(line.startswith("process_resident_memory_bytes ") for line in lines)
     assert any(line.startswith("python_gc_collections_total") for line in lines)
