@@ -164,7 +164,7 @@ def test_requests_whose_replies_never_come_hold_a_few_model_copies_not_one_per_p
     peers = [i.to_bytes(16, "big") for i in range(1, 40)]
     for peer in peers:
         node.peer_heard(peer, 0.0)
-    now, asked = 0.0, []
+    now, asked = 0.0, list[bytes]()
     while len(asked) < 30:  # every peer dead to replies: a crashed or overloaded network
         now += config.period
         asked += [send.peer for send in node.tick(now)]
