@@ -272,10 +272,10 @@ class Opener:
         if self._prekeys.private(header.prekey) is None:
             raise Rejection("unknown_prekey")  # an earlier run's, or rotated out
         opening = header.opening()
-        session = self._sessions.get((header.sender, header.session))
-        new = session is None or session.opening != opening
-        if session is None or new:
-            session = self._establish(header, opening)
+        cached = self._sessions.get((header.sender, header.session))
+        fits = cached is not None and cached.opening == opening
+        session = cached if cached is not None and fits else self._establish(header, opening)
+        new = session is not cached
         try:
             self._trust.check(session.certificate, now)
         except CertificateError as error:  # revoked, expired, or another network's
