@@ -18,6 +18,7 @@ from gossiprec.node.control import request
 from gossiprec.node.errors import NodeError
 from gossiprec.node.health import DEFAULT_GRACE, problems
 from gossiprec.node.interactions_csv import INGEST_BATCH, read_csv
+from gossiprec.node.items_file import ITEMS_BATCH, read_items
 
 EXIT_UNHEALTHY = 3
 # Keys that tell a client where the node is when no node.toml is given.
@@ -55,8 +56,12 @@ def register(commands: Commands) -> None:
         "from them at once; a printed count means they are acknowledged.",
     )
     ingest.add_argument("--user", type=int)
-    ingest.add_argument("--item", type=int)
+    ingest.add_argument("--item", help="the item's id (any string, e.g. a SKU)")
     ingest.add_argument("--csv", type=Path, help="bulk: user,item[,timestamp] per line")
+    ingest.add_argument("--items", type=Path, metavar="FILE",
+                        help="catalogue entries, CSV with a header (id and fields; a `text` "
+                             "field is free text) or JSON lines: their features place items "
+                             "nobody has touched yet (model.kind = hybrid)")  # fmt: skip
     ingest.set_defaults(handler=run_ingest)
 
 
@@ -156,8 +161,10 @@ def run_recommend(args: argparse.Namespace) -> int:
 
 
 def run_ingest(args: argparse.Namespace) -> int:
+    if args.items is not None:
+        return _ingest_items(args)
     if args.csv is not None:
-        batches: Iterator[list[list[int]]] = read_csv(args.csv, INGEST_BATCH)
+        batches: Iterator[list[list[int | str]]] = read_csv(args.csv, INGEST_BATCH)
     elif args.user is not None and args.item is not None:
         batches = iter([[[args.user, args.item, int(time.time())]]])
     else:
@@ -184,6 +191,22 @@ def run_ingest(args: argparse.Namespace) -> int:
     else:
         print(f"stored {added} new of {received} interactions "
               f"(node now holds {result['interactions']})")  # fmt: skip
+    return 0
+
+
+def _ingest_items(args: argparse.Namespace) -> int:
+    received = added = 0
+    reply: dict[str, Any] = {}
+    for entries in read_items(args.items, ITEMS_BATCH):
+        reply = _ask(args, "items", items=entries)
+        received += reply["received"]
+        added += reply["added"]
+    result = {"received": received, "added": added, "catalogue": reply.get("catalogue")}
+    if args.json:
+        emit_json(result)
+    else:
+        print(f"stored {received} catalogue entries ({added} new ids; the node knows "
+              f"{result['catalogue']} ids)")  # fmt: skip
     return 0
 
 

@@ -26,6 +26,8 @@ from gossiprec.gossip.topics import MAX_SHARDS
 from gossiprec.node.errors import ConfigError
 
 OPTIMIZERS = ("adam", "sgd")
+ITEM_ID_MODES = ("hashed", "rows")  # node/catalogue.py
+MODEL_KINDS = ("bpr", "hybrid")
 # L2 of nodes whose items take gossiped SGD steps, chosen on ML-100K validation with the one-user
 # study (HR@10 0.694 after 60 rounds, 0.667 at 0.01); the centralized Adam model keeps its own.
 GOSSIP_L2 = 0.005
@@ -204,7 +206,22 @@ class PrivacySettings(Section):
 class ModelSettings(Section):
     NAME = "model"
     n_items: int = setting(
-        check=_between(2, 10_000_000), required=True, help="shared item catalogue size"
+        check=_between(2, 10_000_000),
+        required=True,
+        help="rows of the shared item table (hashed ids: about 4x the items you expect)",
+    )
+    item_ids: str = setting(
+        "hashed",
+        _one_of(ITEM_ID_MODES),
+        help="hashed: any string ids, hashed into rows; rows: ids are rows 0..n_items-1",
+    )
+    kind: str = setting(
+        "bpr",
+        _one_of(MODEL_KINDS),
+        help="bpr: matrix factorization; hybrid: plus shared item-feature embeddings (cold items)",
+    )
+    feature_rows: int = setting(
+        1_024, _between(1, 1_000_000), help="rows of the hashed feature table (kind = hybrid)"
     )
     dim: int = setting(32, _between(1, 1_024), help="embedding size; the same on every node")
     seed: int = setting(0, help="the same on every node: all start from one model")
@@ -264,6 +281,12 @@ class NodeConfig:
     log: LogSettings = field(default_factory=LogSettings)
 
     def __post_init__(self) -> None:
+        if self.privacy.enabled and self.model.kind != "bpr":
+            raise ConfigError(
+                f'privacy.enabled = true needs model.kind = "bpr" (got {self.model.kind!r}): '
+                "differential privacy is not built for the hybrid model yet. Fix: set one of "
+                "the two."
+            )
         if len(os.fsencode(self.control_socket)) > MAX_SOCKET_PATH:
             raise ConfigError(
                 f"control.socket = {str(self.control_socket)!r} is longer than the "

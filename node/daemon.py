@@ -49,7 +49,7 @@ async def import_csv(node: Node, path: Path) -> None:
     added = 0
     for rows in read_csv(path, INGEST_BATCH):
         users, items, times = parse_rows(rows, time.time())
-        added += await node.ingest(users, items, times)
+        added += await node.ingest_ids(users, items, times)
     log.info("imported %s: %d new interactions", path, added)
 
 

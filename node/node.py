@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import logging
 import random
 import secrets
@@ -28,9 +29,12 @@ from gossiprec.gossip.fairlock import FairLock
 from gossiprec.gossip.membership import MembershipConfig
 from gossiprec.gossip.protocol import ESTABLISHED, GossipConfig, GossipProtocol, ProtocolStatus
 from gossiprec.gossip.transport import Transport
+from gossiprec.node.catalogue import ItemCatalogue
 from gossiprec.node.checkpoint import load_latest, previous_path, save_checkpoint
 from gossiprec.node.config import DefenceSettings, GossipSettings, ModelSettings, NodeConfig
 from gossiprec.node.errors import CheckpointError, IngestError, NodeError
+from gossiprec.node.features import ItemFeatures
+from gossiprec.node.hybrid import HybridMF
 from gossiprec.node.privacy import RESERVED_ROUNDS, Ledger, noise_for
 from gossiprec.node.recommender import BPRMF, BPRConfig
 from gossiprec.node.store import PeerRow, Store
@@ -87,7 +91,10 @@ class Node:
         self._train_period = config.train.period
         self.checkpoints = Checkpoints()
         self.store = Store(config.data_dir / "store.sqlite")
-        self.model = BPRMF(config.model.n_items, model_config(config.model))
+        self.catalogue = ItemCatalogue(config.model.n_items, config.model.item_ids)
+        self.features = ItemFeatures(config.model.n_items, config.model.feature_rows)
+        self._load_catalogue()
+        self.model = self._new_model()
         meta = self._restore()
         self.model.steps_taken = meta.get("training_steps", 0)
         self.last_loss: float | None = None
@@ -127,6 +134,19 @@ class Node:
 
     # -- start-up --------------------------------------------------------------------------------
 
+    def _new_model(self) -> BPRMF:
+        settings = self.config.model
+        if settings.kind == "hybrid":
+            return HybridMF(settings.n_items, self.features, model_config(settings))
+        return BPRMF(settings.n_items, model_config(settings))
+
+    def _load_catalogue(self) -> None:
+        for item, row, features in self.store.items():
+            self.catalogue.remember([item])
+            names = json.loads(features)
+            if names:
+                self.features.set(row, names)
+
     def _restore(self) -> dict[str, Any]:
         """Last checkpoint (if readable), then every stored interaction, including later ones."""
         meta: dict[str, Any] = {}
@@ -137,10 +157,12 @@ class Node:
                 self.model.restore(arrays)
             except (CheckpointError, KeyError, ValueError) as error:
                 log.warning("starting without the checkpoint: %s", error)
-                self.model = BPRMF(self.model.n_items, self.model.config)
+                self.model = self._new_model()
                 meta = {}
         users, items, _ = self.store.interactions()
         self.model.add_interactions(users, items)
+        # Stored interactions: more than the model's (user, row) pairs where ids share a row.
+        self.stored_interactions = len(users)
         log.info("restored %d interactions of %d users, model version %s",
                  self.model.n_interactions, len(self.model.users),
                  meta.get("version", 0))  # fmt: skip
@@ -263,25 +285,64 @@ class Node:
 
     async def ingest(self, users: IntArray, items: IntArray, times: IntArray) -> int:
         """Store durably, then learn: returns how many were new. Only once this returns may the
-        caller acknowledge the interactions; the user's recommendations already reflect them."""
+        caller acknowledge the interactions; the user's recommendations already reflect them.
+        Items are model rows here (the simulation's path); users speak ids: `ingest_ids`."""
         if len(items) and (items.min() < 0 or items.max() >= self.model.n_items):
             raise IngestError(f"item ids must lie in [0, {self.model.n_items})")
+        return await self._store_and_learn(users, items, times)
+
+    async def ingest_ids(self, users: IntArray, items: list[str], times: IntArray) -> int:
+        """`ingest` in the user's item ids (node/catalogue.py); an id met for the first time is
+        stored with the interactions, in the same transaction."""
+        rows = self.catalogue.rows(items)
+        fresh = [(item, row) for item, row in dict.fromkeys(zip(items, rows.tolist(), strict=True))
+                 if item not in self.catalogue]  # fmt: skip
+        return await self._store_and_learn(users, rows, times, items, fresh)
+
+    async def _store_and_learn(self, users: IntArray, rows: IntArray, times: IntArray,
+                               ids: list[str] | None = None,
+                               new_ids: list[tuple[str, int]] | None = None) -> int:  # fmt: skip
         if len(users) and users.min() < 0:
             raise IngestError("user ids must be >= 0")
-        added = await asyncio.to_thread(self.store.add_interactions, users, items, times)
-        await asyncio.to_thread(self._learn, users, items)
+        added = await asyncio.to_thread(self.store.add_interactions, users, rows, times, ids,
+                                        new_ids or [])  # fmt: skip
+        self.stored_interactions += added
+        self.catalogue.remember([item for item, _ in new_ids or []])
+        await asyncio.to_thread(self._learn, users, rows)
         self._new_data = True
         return added
+
+    async def add_items(self, entries: list[tuple[str, list[str]]]) -> int:
+        """Catalogue entries (id, feature names): stored durably, then the model places each
+        item by its features from the next recommendation on. Returns how many ids were new."""
+        rows = self.catalogue.rows([item for item, _ in entries])
+        stored = [(item, int(row), json.dumps(names))
+                  for (item, names), row in zip(entries, rows.tolist(), strict=True)]  # fmt: skip
+        await asyncio.to_thread(self.store.add_items, stored)
+        with self.lock:
+            fresh = self.catalogue.remember([item for item, _ in entries])
+            for (_, names), row in zip(entries, rows.tolist(), strict=True):
+                if names:
+                    self.features.set(row, names)
+        return len(fresh)
 
     def _learn(self, users: IntArray, items: IntArray) -> None:
         with self.lock:
             self.model.add_interactions(users, items)
             self.last_loss = self.model.learn_online(users, self.config.train.online_steps)
 
-    async def recommend(self, user: int, k: int) -> list[int]:
-        def top() -> list[int]:
+    async def recommend(self, user: int, k: int) -> list[int] | list[str]:
+        """Top k for the user: rows as integers with item_ids = "rows", else the ids the node
+        knows (an unnamed row cannot be shown; ids sharing a row share its place)."""
+
+        def top() -> list[int] | list[str]:
             with self.lock:
-                return [int(item) for item in self.model.recommend(user, k)]
+                if self.catalogue.mode == "rows":
+                    return [int(item) for item in self.model.recommend(user, k)]
+                named = self.catalogue.named_rows()
+                ranked = self.model.recommend(user, self.model.n_items, among=named)
+                ids = [item for row in ranked for item in self.catalogue.ids_at(int(row))]
+                return ids[:k]
 
         return await asyncio.to_thread(top)
 
@@ -321,7 +382,7 @@ class Node:
             "model_version": protocol.version,
             "training_steps": self.training_steps,
             "loss": self.last_loss,
-            "interactions": self.model.n_interactions,
+            "interactions": self.stored_interactions,
             "users": len(self.model.users),
             "bytes_in": transport.stats.bytes_in,
             "bytes_out": transport.stats.bytes_out,

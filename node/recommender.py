@@ -51,8 +51,9 @@ class Recommender(Protocol):
         """Scores [B, C] for users [B] and candidate items [B, C]."""
         ...
 
-    def recommend(self, user: int, k: int) -> IntArray:
-        """Top-k items for the user, never an item the user has already interacted with."""
+    def recommend(self, user: int, k: int, among: IntArray | None = None) -> IntArray:
+        """Top-k items for the user (of `among` only, if given), never an item the user has
+        already interacted with."""
         ...
 
 
@@ -98,7 +99,7 @@ NUMPY_BATCH = 256
 class BPRMF:
     """BPR matrix factorization (Rendle et al., 2009) with item biases."""
 
-    SHARED = ("item_embedding", "item_bias")
+    SHARED: tuple[str, ...] = ("item_embedding", "item_bias")
     PRIVATE = ("user_embedding",)
 
     def __init__(self, n_items: int, config: BPRConfig | None = None) -> None:
@@ -120,16 +121,26 @@ class BPRMF:
         self._order = np.zeros(0, dtype=np.int64)
         self._cursor = 0
         self.steps_taken = 0  # steps that moved the shared parameters
-        self._item_optimizer = self._optimizer([self.item_embedding, self.item_bias])
+        # Items negatives are drawn from (None: all). Items not in the catalogue yet belong
+        # outside it: pushed down as negatives before anyone could touch them, they would start
+        # life below everything.
+        self.negative_pool: IntArray | None = None
+        self._item_optimizer = self._optimizer(self.shared_parameters())
         self._user_optimizer = self._adam_for_users()
+
+    def shared_parameters(self) -> list[torch.nn.Parameter]:
+        """The gossiped parameters, in `SHARED` order."""
+        return [getattr(self, name) for name in self.SHARED]
+
+    def item_tables(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every item's vector [n_items, dim] and bias [n_items] as the model scores them
+        (differentiable in the shared parameters)."""
+        return self.item_embedding, self.item_bias
 
     # -- state -----------------------------------------------------------------------------------
 
     def shared_arrays(self) -> Arrays:
-        return {
-            "item_embedding": self.item_embedding.detach().numpy(),
-            "item_bias": self.item_bias.detach().numpy(),
-        }
+        return {name: getattr(self, name).detach().numpy() for name in self.SHARED}
 
     def private_arrays(self) -> Arrays:
         return {"user_embedding": self.user_embedding.detach().numpy()}
@@ -272,16 +283,22 @@ class BPRMF:
 
     def _sample_negatives(self, rows: IntArray) -> IntArray:
         shape = (len(rows), self.config.negatives)
-        negatives = self._rng.integers(0, self.n_items, size=shape)
+        negatives = self._draw_items(shape)
         for _ in range(3):  # resample the few that hit a positive
             hit = self._contains((rows[:, None] * self.n_items + negatives).ravel()).reshape(shape)
             if not hit.any():
                 break
-            negatives[hit] = self._rng.integers(0, self.n_items, size=int(hit.sum()))
+            negatives[hit] = self._draw_items(int(hit.sum()))
         return negatives
 
+    def _draw_items(self, size: int | tuple[int, int]) -> IntArray:
+        if self.negative_pool is None:
+            return self._rng.integers(0, self.n_items, size=size)
+        return self.negative_pool[self._rng.integers(0, len(self.negative_pool), size=size)]
+
     def _step(self, rows: IntArray, items: IntArray, shared: bool = True) -> float:
-        if len(rows) <= NUMPY_BATCH and (self.config.optimizer == "sgd" or not shared):
+        if (len(rows) <= NUMPY_BATCH and (self.config.optimizer == "sgd" or not shared)
+                and self.SHARED == BPRMF.SHARED):  # fmt: skip
             return self._step_numpy(rows, items, shared)
         return self._step_torch(rows, items, shared)
 
@@ -336,9 +353,11 @@ class BPRMF:
         negatives = torch.from_numpy(self._sample_negatives(rows))
         pos_index = torch.from_numpy(items)
         user = embed(torch.from_numpy(rows), self.user_embedding)
+        items_table, bias_table = self.item_tables()
         # A private-only step would discard the item gradient: do not compute it.
-        items_table = self.item_embedding if shared else self.item_embedding.detach()
-        bias_table = (self.item_bias if shared else self.item_bias.detach())[:, None]
+        if not shared:
+            items_table, bias_table = items_table.detach(), bias_table.detach()
+        bias_table = bias_table[:, None]
         pos = embed(pos_index, items_table)
         neg = embed(negatives, items_table)
         pos_bias = embed(pos_index, bias_table)[:, 0]
@@ -358,13 +377,11 @@ class BPRMF:
                 # model 20/1024 as far as a full batch would. Gossip averages every node's step,
                 # and with a mean a 20-interaction user would weigh as much there as one with
                 # 700. (Adam normalises its steps, so a scale would change nothing there.)
-                for parameter in (self.item_embedding, self.item_bias):
-                    assert parameter.grad is not None
-                    parameter.grad.mul_(len(rows) / self.config.batch_size)
+                for parameter in self.shared_parameters():
+                    if parameter.grad is not None:
+                        parameter.grad.mul_(len(rows) / self.config.batch_size)
             if self.config.clip:
-                torch.nn.utils.clip_grad_norm_(
-                    [self.item_embedding, self.item_bias], self.config.clip
-                )
+                torch.nn.utils.clip_grad_norm_(self.shared_parameters(), self.config.clip)
             self._item_optimizer.step()
             self.steps_taken += 1
         return float(loss.detach())
@@ -431,16 +448,23 @@ class BPRMF:
         with torch.no_grad():
             vectors = self._user_vectors(np.asarray(users))
             index = torch.from_numpy(np.asarray(items, dtype=np.int64))
-            scores = torch.einsum("bd,bcd->bc", vectors, self.item_embedding[index])
-            scores += self.item_bias[index]
+            table, bias = self.item_tables()
+            scores = torch.einsum("bd,bcd->bc", vectors, table[index])
+            scores += bias[index]
         return scores.numpy()
 
-    def recommend(self, user: int, k: int) -> IntArray:
+    def recommend(self, user: int, k: int, among: IntArray | None = None) -> IntArray:
+        """Top-k rows for the user (of `among` only, if given)."""
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
         with torch.no_grad():
             vector = self._user_vectors(np.array([user]))[0]
-            scores = (self.item_embedding @ vector + self.item_bias).numpy().astype(np.float64)
+            table, bias = self.item_tables()
+            scores = (table @ vector + bias).numpy().astype(np.float64)
+        if among is not None:
+            allowed = np.zeros(self.n_items, dtype=bool)
+            allowed[among] = True
+            scores[~allowed] = -np.inf
         scores[self.seen_items(user)] = -np.inf
         k = min(k, int(np.isfinite(scores).sum()))
         top = np.argpartition(-scores, k - 1)[:k] if k else np.zeros(0, dtype=np.int64)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +22,8 @@ from gossiprec.node.types import IntArray
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS interactions (
     user INTEGER NOT NULL, item INTEGER NOT NULL, time INTEGER NOT NULL,
-    PRIMARY KEY (user, item)
+    item_id TEXT NOT NULL DEFAULT '',
+    PRIMARY KEY (user, item, item_id)
 );
 CREATE TABLE IF NOT EXISTS peers (
     node_id BLOB PRIMARY KEY, state TEXT NOT NULL, last_seen REAL NOT NULL,
@@ -31,6 +32,9 @@ CREATE TABLE IF NOT EXISTS peers (
     trust REAL NOT NULL DEFAULT 1.0
 );
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS items (
+    id TEXT PRIMARY KEY, row INTEGER NOT NULL, features TEXT NOT NULL DEFAULT '[]'
+);
 """
 
 
@@ -55,30 +59,72 @@ class Store:
         path.chmod(0o600)
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
+        self._upgrade()
         self._db.executescript(SCHEMA)
         self._lock = threading.Lock()
 
     def close(self) -> None:
         self._db.close()
 
+    def _upgrade(self) -> None:
+        """A store from before string item ids: its interactions keep their rows, id ''."""
+        columns = [row[1] for row in self._db.execute("PRAGMA table_info(interactions)")]
+        if columns and "item_id" not in columns:
+            self._db.executescript(
+                "BEGIN; ALTER TABLE interactions RENAME TO interactions_v1;" + SCHEMA +
+                "INSERT INTO interactions (user, item, time) "
+                "SELECT user, item, time FROM interactions_v1 ORDER BY rowid;"
+                "DROP TABLE interactions_v1; COMMIT;"
+            )  # fmt: skip
+
     # -- interactions ----------------------------------------------------------------------------
 
-    def add_interactions(self, users: IntArray, items: IntArray, times: IntArray) -> int:
-        """Store new (user, item) pairs durably; returns how many were new. Repeats are no-ops."""
-        rows = [(int(u), int(i), int(t)) for u, i, t in zip(users, items, times, strict=True)]
+    def add_interactions(
+        self,
+        users: IntArray,
+        items: IntArray,
+        times: IntArray,
+        ids: Sequence[str] | None = None,
+        new_ids: Sequence[tuple[str, int]] = (),
+    ) -> int:
+        """Store new (user, item row, item id) interactions durably, with the item ids met for
+        the first time, (id, row), in the same transaction; returns how many were new. Repeats
+        are no-ops; two ids sharing a row stay two interactions."""
+        ids = ids if ids is not None else [""] * len(users)
+        rows = [(int(u), int(i), int(t), item_id)
+                for u, i, t, item_id in zip(users, items, times, ids, strict=True)]  # fmt: skip
+        with self._durable("interactions") as changes:
+            self._db.executemany("INSERT OR IGNORE INTO items (id, row) VALUES (?, ?)", new_ids)
+            before = self._db.total_changes
+            self._db.executemany(
+                "INSERT OR IGNORE INTO interactions (user, item, time, item_id) "
+                "VALUES (?, ?, ?, ?)", rows
+            )  # fmt: skip
+            changes.append(self._db.total_changes - before)
+        return changes[0]
+
+    def add_items(self, entries: list[tuple[str, int, str]]) -> None:
+        """Store catalogue entries (id, row, features as JSON) durably, replacing older ones."""
+        with self._durable("catalogue entries"):
+            self._db.executemany("INSERT OR REPLACE INTO items (id, row, features) VALUES "
+                                 "(?, ?, ?)", entries)  # fmt: skip
+
+    def items(self) -> list[tuple[str, int, str]]:
+        with self._lock:
+            return self._db.execute("SELECT id, row, features FROM items ORDER BY rowid").fetchall()
+
+    @contextlib.contextmanager
+    def _durable(self, what: str) -> Iterator[list[int]]:
+        """One synchronous=FULL transaction: once it is left, its writes survive kill -9 and
+        power loss, and only then may the caller acknowledge them."""
         with self._lock:
             self._db.execute("PRAGMA synchronous=FULL")
-            before = self._db.total_changes
             try:
-                with self._transaction("BEGIN IMMEDIATE", "interactions"):
-                    self._db.executemany(
-                        "INSERT OR IGNORE INTO interactions (user, item, time) VALUES (?, ?, ?)",
-                        rows,
-                    )
-                # COMMITted: durable here, only now may the caller acknowledge
+                with self._transaction("BEGIN IMMEDIATE", what):
+                    changes: list[int] = []
+                    yield changes
             finally:
                 self._db.execute("PRAGMA synchronous=NORMAL")
-            return self._db.total_changes - before
 
     @contextlib.contextmanager
     def _transaction(self, begin: str, what: str) -> Iterator[None]:

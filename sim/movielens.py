@@ -142,25 +142,34 @@ def _parse_official(data: str, item_text: str | None, user_text: str | None) -> 
     table = np.loadtxt(io.StringIO(data), dtype=np.int64, delimiter="\t", ndmin=2)
     users, items, ratings, stamps = _interactions(table)
     titles: list[str] = []
+    years: list[int] = []
     genre_rows: list[list[bool]] = []
     for line in (item_text or "").splitlines():
         if not line.strip():
             continue
         fields = line.split("|")
         titles.append(fields[1])
+        years.append(_year(fields[2][-4:]))  # "01-Jan-1995"
         genre_rows.append([flag == "1" for flag in fields[5 : 5 + len(GENRES)]])
     demographics = [line.split("|") for line in (user_text or "").splitlines() if line.strip()]
-    return _build(users, items, ratings, stamps, titles, genre_rows, demographics)
+    return _build(users, items, ratings, stamps, titles, years, genre_rows, demographics)
+
+
+def _year(text: str) -> int:
+    """A release year, or 0 where the file has none (a few ML-100K items)."""
+    return int(text) if text.strip().isdigit() else 0
 
 
 def _parse_recbole(inter: str, item_text: str | None, user_text: str | None) -> Dataset:
     table = np.loadtxt(io.StringIO(inter), dtype=np.int64, delimiter="\t", skiprows=1, ndmin=2)
     users, items, ratings, stamps = _interactions(table)
     titles: list[str] = []
+    years: list[int] = []
     genre_rows: list[list[bool]] = []
     for line in (item_text or "").splitlines()[1:]:
-        _, title, _, classes = [*line.split("\t"), "", "", ""][:4]
+        _, title, year, classes = [*line.split("\t"), "", "", ""][:4]
         titles.append(title)
+        years.append(_year(year))
         tokens = set(classes.split())
         genre_rows.append([genre in tokens for genre in GENRES])
     demographics = [
@@ -168,7 +177,7 @@ def _parse_recbole(inter: str, item_text: str | None, user_text: str | None) -> 
         for f in (line.split("\t") for line in (user_text or "").splitlines()[1:])
         if len(f) >= 5
     ]
-    return _build(users, items, ratings, stamps, titles, genre_rows, demographics)
+    return _build(users, items, ratings, stamps, titles, years, genre_rows, demographics)
 
 
 def _build(
@@ -177,11 +186,14 @@ def _build(
     ratings: np.ndarray,
     stamps: np.ndarray,
     titles: list[str],
+    years: list[int],
     genre_rows: list[list[bool]],
     demographics: list[list[str]],
 ) -> Dataset:
     n_users = int(users.max()) + 1
     n_items = int(items.max()) + 1
+    item_years = np.zeros(n_items, dtype=np.int64)
+    item_years[: len(years)] = np.array(years, dtype=np.int64)[:n_items]
     genres = np.zeros((n_items, len(GENRES)), dtype=bool)
     if genre_rows:
         genres[: len(genre_rows)] = np.array(genre_rows, dtype=bool)[:n_items]
@@ -205,6 +217,7 @@ def _build(
         genre_names=GENRES,
         item_genres=genres,
         item_titles=tuple(titles),
+        item_years=item_years,
         user_age=age,
         user_gender=tuple(gender),
         user_occupation=tuple(occupation),

@@ -153,16 +153,18 @@ async def test_bad_interactions_are_refused_before_anything_is_stored(tmp_path: 
 
 
 def test_ingest_rows_are_validated_with_messages_naming_the_row() -> None:
-    users, items, times = parse_rows([[1, 2], [3, 4, 99]], now=1_000.0)
-    assert users.tolist() == [1, 3] and items.tolist() == [2, 4] and times.tolist() == [1000, 99]
+    users, items, times = parse_rows([[1, 2], [3, "sku-4", 99]], now=1_000.0)
+    assert users.tolist() == [1, 3] and items == ["2", "sku-4"] and times.tolist() == [1000, 99]
     for rows, message in [
         ([], "non-empty list"),
         ("1,2", "non-empty list"),
         ([[1, 2], [1]], "row 1 must be"),
-        ([[1, "2"]], "row 0 must hold integers"),
-        ([[1, True]], "row 0 must hold integers"),
-        ([[1, -2]], "row 0 must hold integers"),
-        ([[2**63, 1]], "row 0 must hold integers"),
+        ([["1", 2]], "row 0: user and time must be integers"),
+        ([[1, True]], "row 0: item id 'True' must be"),
+        ([[1, -2]], "row 0: item id '-2' must be"),
+        ([[1, " x"]], "row 0: item id ' x' must be .* without surrounding spaces"),
+        ([[1, "x" * 201]], "row 0: item id 'x{40}' must be 1 to 200"),
+        ([[2**63, 1]], "row 0: user and time must be integers"),
     ]:
         with pytest.raises(RequestError, match=message):
             parse_rows(rows, now=0.0)
@@ -178,10 +180,13 @@ async def test_two_nodes_over_the_control_api_see_each_other_and_recommend_unsee
         socket = tmp_path / "a.sock"
         async with ControlServer(socket, handlers(node_a)), asyncio.TaskGroup() as group:
             tasks = [group.create_task(node_a.run()), group.create_task(node_b.run())]
-            reply = await request(socket, "ingest", rows=[[5, 1], [5, 2], [5, 3]])
+            seen = [[5, "sku-1"], [5, "sku-2"], [5, "sku-3"]]
+            reply = await request(socket, "ingest", rows=seen)
             assert reply == {"received": 3, "added": 3, "interactions": 3}
+            await request(socket, "ingest", rows=[[6, "sku-4"], [6, "sku-5"], [6, "sku-1"]])
+            # Only ids the node has met can be named, and never one the user has seen.
             items = (await request(socket, "recommend", user=5, k=N_ITEMS))["items"]
-            assert len(items) == N_ITEMS - 3 and not {1, 2, 3} & set(items)
+            assert sorted(items) == ["sku-4", "sku-5"]
             with pytest.raises(ControlError, match=r"k must be an integer in \[1, 1000\]"):
                 await request(socket, "recommend", user=5, k=0)
             for _ in range(100):
