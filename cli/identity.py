@@ -11,8 +11,11 @@ from pathlib import Path
 from gossiprec.cli.output import Commands, emit_json, help_handler
 from gossiprec.crypto.authority import CA_PUBLIC_FILE, Authority
 from gossiprec.crypto.keys import PUBLIC_FILE, SIGNING_FILE, NodeKeys
+from gossiprec.node.catalogue import check_item_id
 from gossiprec.node.errors import IdentityError
+from gossiprec.node.features import item_feature_names
 from gossiprec.node.identity import issue_certificate
+from gossiprec.node.items_file import ITEMS_BATCH, read_items
 
 
 def register(commands: Commands) -> None:
@@ -76,6 +79,22 @@ def register(commands: Commands) -> None:
     publish.add_argument("--password-file", type=Path, help="a file holding that login's password")
     publish.add_argument("--json", action="store_true")
     publish.set_defaults(handler=ca_publish)
+    catalogue = ca_sub.add_parser(
+        "catalogue",
+        help="add items to the network's signed catalogue; with --broker, send it to every node",
+        description="Adds the entries of --items (CSV with a header naming id and the fields, "
+        "or JSON lines) to DIR/catalogue.bin as its next version, signed by the authority, and "
+        "with --broker publishes it retained: every running node adopts it at once (new ids "
+        "become recommendable; with model.kind = hybrid their features place them before "
+        "anyone touches them), and nodes that connect later get it too.",
+    )
+    catalogue.add_argument("--dir", type=Path, required=True, help="authority folder")
+    catalogue.add_argument("--items", type=Path, help="entries to add or update")
+    catalogue.add_argument("--broker", help="mqtt://HOST:PORT: publish the catalogue there")
+    catalogue.add_argument("--username", help="the authority's broker login, if the broker asks")
+    catalogue.add_argument("--password-file", type=Path, help="a file holding that password")
+    catalogue.add_argument("--json", action="store_true")
+    catalogue.set_defaults(handler=ca_catalogue)
     keys.set_defaults(handler=help_handler(keys))
     ca.set_defaults(handler=help_handler(ca))
 
@@ -158,17 +177,41 @@ def ca_revoke(args: argparse.Namespace) -> int:
     )
 
 
+def _password(args: argparse.Namespace) -> str | None:
+    if args.password_file is None:
+        return None
+    try:
+        return str(args.password_file.read_text().strip())
+    except OSError as error:
+        raise IdentityError(f"cannot read --password-file: {error.strerror}") from error
+
+
+def ca_catalogue(args: argparse.Namespace) -> int:
+    from gossiprec.node.revocation import publish_catalogue  # aiomqtt: only when publishing
+
+    authority = Authority.load(args.dir)
+    catalogue = authority.catalogue()
+    if args.items is not None:
+        entries = [(check_item_id(entry["id"]), tuple(item_feature_names(entry)))
+                   for batch in read_items(args.items, ITEMS_BATCH) for entry in batch]  # fmt: skip
+        catalogue = authority.add_to_catalogue(entries, int(time.time()))
+    topic = None
+    if args.broker:
+        topic = asyncio.run(publish_catalogue(catalogue, args.broker, args.username,
+                                              _password(args)))  # fmt: skip
+    sent = f", published retained on {topic}" if topic else ""
+    return _report(
+        args,
+        {"version": catalogue.version, "items": len(catalogue.entries), "topic": topic},
+        f"catalogue version {catalogue.version}: {len(catalogue.entries)} items{sent}",
+    )
+
+
 def ca_publish(args: argparse.Namespace) -> int:
     from gossiprec.node.revocation import publish_crl  # aiomqtt: only this command needs it
 
     crl = Authority.load(args.dir).revocation_list()
-    password = None
-    if args.password_file is not None:
-        try:
-            password = args.password_file.read_text().strip()
-        except OSError as error:
-            raise IdentityError(f"cannot read --password-file: {error.strerror}") from error
-    topic = asyncio.run(publish_crl(crl, args.broker, args.username, password))
+    topic = asyncio.run(publish_crl(crl, args.broker, args.username, _password(args)))
     return _report(
         args,
         {"version": crl.version, "revoked": sorted(crl.revoked), "topic": topic},

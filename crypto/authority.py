@@ -13,6 +13,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
+from gossiprec.crypto.catalogue import CATALOGUE_FILE, Entry, SignedCatalogue
 from gossiprec.crypto.certificate import Certificate, RevocationList
 from gossiprec.crypto.errors import CertificateError, KeyFileError
 from gossiprec.crypto.files import write_atomic
@@ -98,6 +99,18 @@ class Authority:
         ).signed_by(self.key)
         write_atomic(self.folder / CRL_FILE, crl.encode())
         return crl
+
+    def catalogue(self) -> SignedCatalogue:
+        path = self.folder / CATALOGUE_FILE
+        if path.exists():
+            return SignedCatalogue.decode(path.read_bytes())
+        return SignedCatalogue(self.network, 0, 0, ()).signed_by(self.key)
+
+    def add_to_catalogue(self, entries: list[Entry], now: int) -> SignedCatalogue:
+        """The next catalogue version, signed and kept: these entries added or updated."""
+        catalogue = self.catalogue().with_entries(entries, now).signed_by(self.key)
+        write_atomic(self.folder / CATALOGUE_FILE, catalogue.encode())
+        return catalogue
 
     def serial_of(self, node_id_hex: str) -> set[int]:
         """Every serial ever issued to a node id (for `ca revoke --node-id`)."""

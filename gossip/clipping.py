@@ -5,7 +5,14 @@ to the array radius; a merge then moves the local model by alpha * d, so no sing
 it further than the radii. The radii are `radius` times the median, over the last `history`
 messages, of each message's 90th-percentile row norm and of its whole norm: honest differences
 set them (a median ignores a minority of hostile ones), and they shrink as the network agrees.
-Before `warmup` messages, a tenth of the local model's own row norms stands in for the history.
+Before `warmup` messages, a tenth of the local model's own row norms stands in for the history
+(none at all while the local part is still all zeros: it knows nothing to judge by yet), and a
+tenth of that stays a floor afterwards.
+
+Percentiles are over the rows that moved: at least 1% of the longest row. In a table whose rows
+are mostly unused (item ids hashed into spare rows, features nobody has yet) the idle rows, zero
+or only float16 rounding apart, would set every radius near 0, and every honest message would
+look infinitely far.
 """
 
 from __future__ import annotations
@@ -20,6 +27,9 @@ from gossiprec.gossip.defence import DefenceConfig
 from gossiprec.gossip.messages import Arrays
 
 ROW_QUANTILE = 90
+MOVED = 0.01  # a row moved if its norm is at least this share of the longest row's
+FLOOR = 0.1  # share of the warm-up radii below which no radius shrinks
+LOCAL_EVERY = 16  # messages between two looks at the local model's row norms
 
 
 class Clipper:
@@ -27,16 +37,33 @@ class Clipper:
         self._config = config
         self._row_norms: dict[str, deque[float]] = {}
         self._array_norms: dict[str, deque[float]] = {}
+        self._local: dict[str, tuple[int, tuple[float, float]]] = {}
 
     def radii(self, name: str, local: np.ndarray) -> tuple[float, float]:
         """(row radius, array radius) for a difference of array `name`; `local` is the local
         model's part the difference applies to."""
+        own_row, own_array = self._local_radii(name, local)
         rows, whole = self._row_norms.get(name), self._array_norms.get(name)
         if rows is None or whole is None or len(rows) < self._config.warmup:
-            norms, share = _row_norms(local), self._config.warmup_scale
-            return share * _quantile(norms), share * _whole(norms)
+            return (own_row, own_array) if own_array else (math.inf, math.inf)
+        # Peers that agree almost exactly (a node without users of its own, merges between
+        # training rounds) would shrink the radii to float16 rounding; a move of a tenth of the
+        # warm-up radius (1% of the local rows) is never suspect.
         scale = self._config.radius
-        return scale * statistics.median(rows), scale * statistics.median(whole)
+        row = max(scale * statistics.median(rows), FLOOR * own_row)
+        array = max(scale * statistics.median(whole), FLOOR * own_array)
+        # Zero: peers sent only what this node has, and it has nothing (a node without users
+        # and an array nobody trained yet): still nothing to judge by.
+        return (row, array) if array else (math.inf, math.inf)
+
+    def _local_radii(self, name: str, local: np.ndarray) -> tuple[float, float]:
+        """The warm-up radii from the local model's rows, recomputed every LOCAL_EVERY calls."""
+        calls, cached = self._local.get(name, (0, (0.0, 0.0)))
+        if calls % LOCAL_EVERY == 0:
+            norms, share = _row_norms(local), self._config.warmup_scale
+            cached = share * _quantile(norms), share * _whole(norms)
+        self._local[name] = calls + 1, cached
+        return cached
 
     def clip(self, differences: Arrays, local: Arrays) -> float:
         """Clip `differences` in place; returns how many radii long the longest part was (at most
@@ -73,7 +100,11 @@ def _row_norms(array: np.ndarray) -> np.ndarray:
 
 
 def _quantile(norms: np.ndarray) -> float:
-    """The ROW_QUANTILE-th percentile (the nearest row below it): a partition, not a sort."""
+    """The ROW_QUANTILE-th percentile of the rows that moved (the nearest row below it): a
+    partition, not a sort."""
+    norms = norms[norms >= MOVED * norms.max()] if len(norms) else norms
+    if not len(norms) or not norms[0] > 0:
+        return 0.0
     k = (len(norms) - 1) * ROW_QUANTILE // 100
     return float(np.partition(norms, k)[k])
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
+from gossiprec.crypto.catalogue import CATALOGUE_FILE, SignedCatalogue
 from gossiprec.crypto.certificate import Certificate, RevocationList
 from gossiprec.crypto.envelope import DEFAULT_MAX_BYTES, Opener, Sealer
 from gossiprec.crypto.errors import CertificateError, EnvelopeError, SealError
@@ -65,7 +66,8 @@ class Identity:
 def subscriptions(identity: Identity, shards: int = 1) -> list[str]:
     network, node_id = identity.network, identity.node_id
     presence = topics.presence_subscriptions(network, node_id, shards)
-    return [topics.inbox(network, node_id), *presence, topics.crl(network)]
+    return [topics.inbox(network, node_id), *presence, topics.crl(network),
+            topics.catalogue(network)]  # fmt: skip
 
 
 def last_will(identity: Identity, shards: int = 1) -> LastWill:
@@ -167,6 +169,7 @@ class GossipNode:
         lock: FairLock | None = None,
         status: Callable[[], dict[str, int | float | str]] | None = None,
         presence_shards: int = 1,
+        on_catalogue: Callable[[SignedCatalogue], None] | None = None,
     ) -> None:
         self.identity = identity
         self.transport = transport
@@ -188,6 +191,10 @@ class GossipNode:
         self._load_crl()
         self._crl_behind = False  # a peer's beacon showed an older revocation list than ours
         self.revoked = self._own_certificate_revoked()
+        # The newest catalogue adopted (its entries live with the node); older ones are ignored.
+        self._on_catalogue_adopted = on_catalogue or (lambda catalogue: None)
+        self._catalogue_file = state_dir / CATALOGUE_FILE
+        self.catalogue_version = self._stored_catalogue_version()
         self._sealer = Sealer(identity.keys, identity.network, SequenceCounter(state_dir / "seq"))
         self.prekeys = Prekeys(clock())
         self._opener = Opener(identity.keys, identity.trust, self.directory.get, self.prekeys,
@@ -349,6 +356,8 @@ class GossipNode:
                     self._on_presence(node_id, message.payload, self._clock())
                 elif kind == "crl":
                     self._on_crl(message.payload)
+                elif kind == "catalogue":
+                    self._on_catalogue(message.payload)
                 elif kind == "inbox" and node_id == self.identity.node_id:
                     if len(self._inbox) == self._inbox.maxlen:
                         self.counters.rejected["inbox:overflow"] += 1
@@ -481,6 +490,37 @@ class GossipNode:
                       "version %d: it stops gossiping. Fix: ask the network's authority.",
                       self.identity.certificate.serial,
                       self.identity.trust.crl.version)  # fmt: skip
+
+    def _on_catalogue(self, payload: bytes) -> None:
+        try:
+            received = SignedCatalogue.decode(payload)
+            received.verify(self.identity.trust.ca_public, self.identity.network)
+        except CertificateError:
+            self.counters.rejected["catalogue:invalid"] += 1
+            return
+        if received.version <= self.catalogue_version:
+            return
+        try:  # first the entries, durably; then the version
+            self._on_catalogue_adopted(received)
+        except Exception:  # the node could not take it (its log says why): try the next one
+            self.counters.rejected["catalogue:unusable"] += 1
+            return
+        self.catalogue_version = received.version
+        try:
+            write_atomic(self._catalogue_file, payload)
+        except OSError as error:
+            log.error("could not keep catalogue version %d on disk: %s", received.version, error)
+
+    def _stored_catalogue_version(self) -> int:
+        if not self._catalogue_file.exists():
+            return 0
+        try:
+            stored = SignedCatalogue.decode(self._catalogue_file.read_bytes())
+            stored.verify(self.identity.trust.ca_public, self.identity.network)
+        except (OSError, CertificateError) as error:
+            log.warning("ignoring the stored catalogue %s: %s", self._catalogue_file, error)
+            return 0
+        return stored.version
 
     def _load_crl(self) -> None:
         if not self._crl_file.exists():

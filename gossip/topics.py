@@ -43,17 +43,24 @@ def crl(network: str) -> str:
     return f"{PREFIX}/{network}/crl"
 
 
+def catalogue(network: str) -> str:
+    return f"{PREFIX}/{network}/catalogue"
+
+
 def all_presence(network: str) -> str:
     return f"{PREFIX}/{network}/presence/+"
 
 
 def parse(topic: str, network: str) -> tuple[str, bytes | None]:
-    """("presence" | "inbox" | "crl" | "other", node id or None) for a received topic."""
+    """("presence" | "inbox" | "crl" | "catalogue" | "other", node id or None) for a received
+    topic."""
     parts = topic.split("/")
     if parts[:3] != [*PREFIX.split("/"), network]:
         return "other", None
     if parts[3:] == ["crl"]:
         return "crl", None
+    if parts[3:] == ["catalogue"]:
+        return "catalogue", None
     if len(parts) == 6 and parts[3] == "presence":  # sharded: presence/{shard}/{node_id}
         if len(parts[4]) != 2 or any(c not in "0123456789abcdef" for c in parts[4]):
             return "other", None

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from gossiprec.node.stable_hash import stable_row
 from gossiprec.node.types import IntArray
+
+if TYPE_CHECKING:  # torch loads in matrix() only: the command line reads catalogues without it
+    import torch
 
 # Features of one item beyond this are dropped (a hostile or huge catalogue entry stays bounded).
 MAX_FEATURES_PER_ITEM = 64
@@ -69,6 +72,8 @@ class ItemFeatures:
 
     def matrix(self) -> torch.Tensor:
         """Sparse [n_items, rows]: each item's mean over its feature rows."""
+        import torch
+
         if self._matrix is None:
             items = [item for item, rows in self._of_item.items() if len(rows)]
             counts = [len(self._of_item[item]) for item in items]

@@ -15,13 +15,14 @@ import logging
 import random
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
+from gossiprec.crypto.catalogue import SignedCatalogue
 from gossiprec.gossip.codec import Codec
 from gossiprec.gossip.defence import DefenceConfig
 from gossiprec.gossip.driver import GossipNode, Identity
@@ -107,7 +108,8 @@ class Node:
         self.gossip = GossipNode(identity, transport, protocol, config.data_dir / "gossip",
                                  heartbeat=config.gossip.heartbeat, clock=clock, lock=self.lock,
                                  status=self._beacon,
-                                 presence_shards=config.gossip.presence_shards)  # fmt: skip
+                                 presence_shards=config.gossip.presence_shards,
+                                 on_catalogue=self._adopt_catalogue)  # fmt: skip
         self._trained_version = protocol.version  # the version the users were last fit to
         self._new_data = True
         self.privacy = self._ledger()
@@ -315,16 +317,28 @@ class Node:
     async def add_items(self, entries: list[tuple[str, list[str]]]) -> int:
         """Catalogue entries (id, feature names): stored durably, then the model places each
         item by its features from the next recommendation on. Returns how many ids were new."""
-        rows = self.catalogue.rows([item for item, _ in entries])
-        stored = [(item, int(row), json.dumps(names))
-                  for (item, names), row in zip(entries, rows.tolist(), strict=True)]  # fmt: skip
-        await asyncio.to_thread(self.store.add_items, stored)
+        return await asyncio.to_thread(self._add_items, entries)
+
+    def _add_items(self, entries: Sequence[tuple[str, Sequence[str]]]) -> int:
+        rows = self.catalogue.rows([item for item, _ in entries]).tolist()
+        pairs = list(zip(entries, rows, strict=True))
+        self.store.add_items([(item, row, json.dumps(list(names))) for (item, names), row in pairs])
         with self.lock:
             fresh = self.catalogue.remember([item for item, _ in entries])
-            for (_, names), row in zip(entries, rows.tolist(), strict=True):
+            for (_, names), row in pairs:
                 if names:
                     self.features.set(row, names)
         return len(fresh)
+
+    def _adopt_catalogue(self, catalogue: SignedCatalogue) -> None:
+        """A newer catalogue from the network's authority (verified by the gossip layer)."""
+        try:
+            fresh = self._add_items(list(catalogue.entries))
+        except NodeError as error:  # ids that are no rows here (item_ids = "rows"), a full disk
+            log.error("catalogue version %d not adopted: %s", catalogue.version, error)
+            raise
+        log.info("adopted catalogue version %d: %d entries, %d new ids", catalogue.version,
+                 len(catalogue.entries), fresh)  # fmt: skip
 
     def _learn(self, users: IntArray, items: IntArray) -> None:
         with self.lock:
@@ -384,6 +398,9 @@ class Node:
             "loss": self.last_loss,
             "interactions": self.stored_interactions,
             "users": len(self.model.users),
+            # What the node can name: ids met in ingests and catalogues, the newest catalogue
+            # version adopted from the authority, items placed by their features.
+            "catalogue": self._catalogue_status(),
             "bytes_in": transport.stats.bytes_in,
             "bytes_out": transport.stats.bytes_out,
             "messages_in": transport.stats.received,
@@ -405,6 +422,11 @@ class Node:
             "privacy": self.privacy_status(),
             "peers": self.peer_table(protocol),
         }
+
+    def _catalogue_status(self) -> dict[str, Any]:
+        return {"ids": len(self.catalogue), "version": self.gossip.catalogue_version,
+                "with_features": len(self.features), "item_ids": self.catalogue.mode,
+                "model": self.config.model.kind}  # fmt: skip
 
     def privacy_status(self) -> dict[str, Any]:
         settings = self.config.privacy

@@ -65,8 +65,10 @@ def mosquitto_password_line(user: str, password: str) -> str:
 
 
 def authority_acl_lines(network: str = NETWORK) -> list[str]:
-    """The authority's login may publish the revocation list (`gossiprec ca publish`), no more."""
-    return [f"user {AUTHORITY_USER}", f"topic write {topics.crl(network)}", ""]
+    """The authority's login may publish the revocation list (`gossiprec ca publish`) and the
+    catalogue (`gossiprec ca catalogue`), no more."""
+    return [f"user {AUTHORITY_USER}", f"topic write {topics.crl(network)}",
+            f"topic write {topics.catalogue(network)}", ""]  # fmt: skip
 
 
 def acl_lines(user: str, node_id: bytes, network: str = NETWORK) -> list[str]:
@@ -79,6 +81,7 @@ def acl_lines(user: str, node_id: bytes, network: str = NETWORK) -> list[str]:
         f"topic read {topics.inbox(network, node_id)}",
         # Write too: a node relays the (signed) list to peers whose beacons show an older one.
         f"topic readwrite {topics.crl(network)}",
+        f"topic read {topics.catalogue(network)}",
         "",
     ]
 

@@ -35,10 +35,10 @@ def _routing_key(topic: str) -> str:
 
 def write_permission(network: str, node_id: bytes | None) -> str:
     """The routing keys a login may publish to: its presence, inboxes, the revocation list (the
-    authority, node_id None: the revocation list alone)."""
+    authority, node_id None: the revocation list and the catalogue alone)."""
     crl = _routing_key(topics.crl(network))
     if node_id is None:
-        return f"^{crl}$"
+        return f"^({crl}|{_routing_key(topics.catalogue(network))})$"
     presence = _routing_key(topics.presence(network, node_id))
     inbox = _routing_key(topics.inbox(network, b"")) + "[0-9a-f]+"
     return f"^({presence}|{inbox}|{crl})$"

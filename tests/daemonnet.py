@@ -105,9 +105,10 @@ class Daemon:
 
 
 @contextlib.contextmanager
-def started(configs: list[Path]) -> Iterator[list[Daemon]]:
-    """A daemon per config, started; all stopped afterwards."""
-    daemons = [Daemon(config) for config in configs]
+def started(configs: list[Path], env: dict[str, str] | None = None) -> Iterator[list[Daemon]]:
+    """A daemon per config (with these settings in its environment), started; all stopped
+    afterwards."""
+    daemons = [Daemon(config, env) for config in configs]
     for daemon in daemons:
         daemon.start()
     try:
