@@ -272,3 +272,23 @@ def test_the_fair_lock_serves_waiters_in_arrival_order() -> None:
     for thread in threads:
         thread.join(5)
     assert order == [0, 1, 2, 3]
+
+
+async def test_catalogue_entries_over_the_control_api_survive_a_restart(tmp_path: Path) -> None:
+    authority, broker = Authority.create(tmp_path / "ca", "unit"), InMemoryBroker()
+    identity = admit(authority)
+    hybrid = {"model.kind": "hybrid"}
+    async with started(tmp_path / "a", identity, broker, hybrid) as node:
+        socket = tmp_path / "a.sock"
+        async with ControlServer(socket, handlers(node)):
+            entries = [{"id": "sku-1", "genre": "Action|Comedy"}, {"id": "sku-2", "text": "Red"}]
+            assert await request(socket, "items", items=entries) == {
+                "received": 2, "added": 2, "catalogue": 2}  # fmt: skip
+            with pytest.raises(ControlError, match='item 0 must be an object with an "id"'):
+                await request(socket, "items", items=[{"genre": "x"}])
+            await request(socket, "ingest", rows=[[1, "sku-1"]])
+            assert (await request(socket, "recommend", user=1, k=5))["items"] == ["sku-2"]
+    async with started(tmp_path / "a", identity, broker, hybrid) as node:
+        assert node.status()["catalogue"] == {"ids": 2, "version": 0, "with_features": 2,
+                                              "item_ids": "hashed", "model": "hybrid"}  # fmt: skip
+        assert await node.recommend(1, 5) == ["sku-2"]
