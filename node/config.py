@@ -26,7 +26,7 @@ from gossiprec.gossip.topics import MAX_SHARDS
 from gossiprec.node.errors import ConfigError
 
 OPTIMIZERS = ("adam", "sgd")
-ITEM_ID_MODES = ("hashed", "rows")  # node/catalogue.py
+ITEM_ID_MODES = ("catalogue", "hashed", "rows")  # node/catalogue.py
 MODEL_KINDS = ("bpr", "hybrid")
 # L2 of nodes whose items take gossiped SGD steps, chosen on ML-100K validation with the one-user
 # study (HR@10 0.694 after 60 rounds, 0.667 at 0.01); the centralized Adam model keeps its own.
@@ -208,12 +208,13 @@ class ModelSettings(Section):
     n_items: int = setting(
         check=_between(2, 10_000_000),
         required=True,
-        help="rows of the shared item table (hashed ids: about 4x the items you expect)",
+        help="rows of the shared item table: room for the catalogue (hashed ids: 8x it)",
     )
     item_ids: str = setting(
-        "hashed",
+        "catalogue",
         _one_of(ITEM_ID_MODES),
-        help="hashed: any string ids, hashed into rows; rows: ids are rows 0..n_items-1",
+        help="catalogue: ids the authority published (ca catalogue); hashed: any string ids "
+        "hashed into rows; rows: ids are rows 0..n_items-1",
     )
     kind: str = setting(
         "bpr",

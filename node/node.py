@@ -138,13 +138,21 @@ class Node:
 
     def _new_model(self) -> BPRMF:
         settings = self.config.model
-        if settings.kind == "hybrid":
-            return HybridMF(settings.n_items, self.features, model_config(settings))
-        return BPRMF(settings.n_items, model_config(settings))
+        config = model_config(settings)
+        model = (HybridMF(settings.n_items, self.features, config) if settings.kind == "hybrid"
+                 else BPRMF(settings.n_items, config))  # fmt: skip
+        model.negative_pool = self._negative_pool()
+        return model
+
+    def _negative_pool(self) -> IntArray | None:
+        """With a catalogue, negatives are catalogue items: a spare row is no item at all."""
+        if self.catalogue.mode != "catalogue" or len(self.catalogue) < 2:
+            return None
+        return self.catalogue.named_rows()
 
     def _load_catalogue(self) -> None:
         for item, row, features in self.store.items():
-            self.catalogue.remember([item])
+            self.catalogue.restore(item, row)
             names = json.loads(features)
             if names:
                 self.features.set(row, names)
@@ -333,7 +341,10 @@ class Node:
     def _adopt_catalogue(self, catalogue: SignedCatalogue) -> None:
         """A newer catalogue from the network's authority (verified by the gossip layer)."""
         try:
+            self.catalogue.place([item for item, _ in catalogue.entries])
             fresh = self._add_items(list(catalogue.entries))
+            with self.lock:
+                self.model.negative_pool = self._negative_pool()
         except NodeError as error:  # ids that are no rows here (item_ids = "rows"), a full disk
             log.error("catalogue version %d not adopted: %s", catalogue.version, error)
             raise

@@ -111,6 +111,7 @@ codec = "float16"
 
 [model]
 n_items = {n_items}
+item_ids = "rows"  # the shards hold ML-100K's items as rows 0..n_items-1
 """
 
 

@@ -29,6 +29,10 @@ FAST_ENV = {
 }
 
 
+# ML-100K's items are rows 0..1681 here: no catalogue needed (model.item_ids = "rows").
+ROW_IDS = {"GOSSIPREC_MODEL_ITEM_IDS": "rows"}
+
+
 def init_nodes(folder: Path, broker_url: str, count: int, network: str = "e2e") -> list[Path]:
     """An authority and `count` admitted node folders; returns each node's node.toml."""
     assert main(["ca", "init", "--dir", str(folder / "ca"), "--network", network]) == 0

@@ -24,12 +24,12 @@ from gossiprec.node.store import Store
 def test_a_hashed_id_has_the_same_row_in_every_process() -> None:
     # Python's hash() differs per process; the row must not, or nodes would disagree.
     code = ("from gossiprec.node.catalogue import ItemCatalogue; "
-            "print(ItemCatalogue(4096).row('sku-1'), ItemCatalogue(4096).row('42'))")  # fmt: skip
+            "c = ItemCatalogue(4096, 'hashed'); print(c.row('sku-1'), c.row('42'))")  # fmt: skip
     rows = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                            check=True, env={"PYTHONHASHSEED": seed}).stdout
             for seed in ("1", "2")}  # fmt: skip
     assert rows == {"2624 1082\n"}
-    catalogue = ItemCatalogue(4096)
+    catalogue = ItemCatalogue(4096, "hashed")
     assert catalogue.row("sku-1") == 2624 and catalogue.row("sku-2") != 2624
 
 
@@ -41,6 +41,20 @@ def test_row_ids_must_be_rows_and_the_error_names_the_fix() -> None:
             catalogue.row(bad)
 
 
+def test_catalogue_rows_are_places_in_the_authoritys_catalogue_and_never_move() -> None:
+    catalogue = ItemCatalogue(3)
+    with pytest.raises(IngestError, match=r"not in the network.s catalogue\. Fix: the authority"):
+        catalogue.row("sku-1")
+    catalogue.place(["sku-1", "sku-2"])
+    catalogue.place(["sku-1", "sku-2", "sku-3"])  # the next version appends
+    assert catalogue.rows(["sku-3", "sku-1"]).tolist() == [2, 0]
+    with pytest.raises(IngestError, match="moves item 'sku-2' from row 1 to 0"):
+        catalogue.place(["sku-2"])
+    with pytest.raises(IngestError, match=r"4 items, more than the 3 rows of model\.n_items"):
+        catalogue.place(["a", "b", "c", "d"])
+    assert catalogue.rows(["sku-2"]).tolist() == [1]  # a refused version changed nothing
+
+
 def test_item_ids_are_printable_strings_or_non_negative_integers() -> None:
     assert check_item_id(7) == "7" and check_item_id("SKU 7/blue") == "SKU 7/blue"
     for bad in (-1, True, 1.5, "", " x", "a\nb", "x" * 201, None):
@@ -49,7 +63,7 @@ def test_item_ids_are_printable_strings_or_non_negative_integers() -> None:
 
 
 def test_the_node_names_only_ids_it_met_and_ids_sharing_a_row_share_it() -> None:
-    catalogue = ItemCatalogue(2)  # two rows: collisions are certain
+    catalogue = ItemCatalogue(2, "hashed")  # two rows: collisions are certain
     fresh = catalogue.remember(["a", "b", "c", "a"])
     assert sorted(item for item, _ in fresh) == ["a", "b", "c"] and len(catalogue) == 3
     assert catalogue.remember(["a"]) == [] and "a" in catalogue and "z" not in catalogue

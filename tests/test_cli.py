@@ -82,7 +82,8 @@ def test_config_show_prints_every_key_with_its_source(
     assert main(["config", "show", "--config", str(path), "--json"]) == 0
     shown = {v["key"]: v for v in json.loads(capsys.readouterr().out)}
     assert shown["model.n_items"] == {"key": "model.n_items", "value": 7, "source": str(path),
-                                      "help": "shared item catalogue size"}  # fmt: skip
+                                      "help": "rows of the shared item table: room for the "
+                                              "catalogue (hashed ids: 8x it)"}  # fmt: skip
     assert shown["train.epochs"]["source"] == "environment variable GOSSIPREC_TRAIN_EPOCHS"
     assert shown["train.epochs"]["value"] == 5
     assert main(["config", "show", "--config", str(path)]) == 0

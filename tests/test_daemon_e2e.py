@@ -14,7 +14,16 @@ from gossiprec.node.checkpoint import load_checkpoint
 from gossiprec.node.node import CHECKPOINT_FILE
 from gossiprec.sim.broker import Mosquitto
 from gossiprec.sim.dataset import Dataset
-from tests.daemonnet import FAST_ENV, Daemon, alive_peers, gossiprec, init_nodes, started, wait_for
+from tests.daemonnet import (
+    FAST_ENV,
+    ROW_IDS,
+    Daemon,
+    alive_peers,
+    gossiprec,
+    init_nodes,
+    started,
+    wait_for,
+)
 
 pytestmark = [pytest.mark.mosquitto, pytest.mark.slow]
 
@@ -29,7 +38,7 @@ def rows_of(dataset: Dataset, users: range) -> list[list[int]]:
 
 @pytest.fixture
 def cluster(tmp_path: Path, mosquitto: Mosquitto) -> Iterator[list[Daemon]]:
-    with started(init_nodes(tmp_path, mosquitto.url, 3)) as daemons:
+    with started(init_nodes(tmp_path, mosquitto.url, 3), ROW_IDS) as daemons:
         yield daemons
 
 

@@ -41,7 +41,7 @@ async def started(
 ) -> AsyncIterator[Node]:
     transport = broker.client(identity.node_id.hex(), subscriptions(identity), last_will(identity))
     async with transport:
-        fast = {"gossip.period": 0.05, "gossip.heartbeat": 0.1}
+        fast = {"gossip.period": 0.05, "gossip.heartbeat": 0.1, "model.item_ids": "hashed"}
         config = NodeConfig.defaults(folder, N_ITEMS).changed({**fast, **(settings or {})})
         node = Node(config, identity, transport)
         try:

@@ -24,7 +24,7 @@ from gossiprec.node.errors import ControlError
 from gossiprec.node.node import CHECKPOINT_FILE
 from gossiprec.sim.broker import Mosquitto
 from gossiprec.sim.compose import mosquitto_password_line
-from tests.daemonnet import Daemon, alive_peers, gossiprec, init_nodes, started, wait_for
+from tests.daemonnet import ROW_IDS, Daemon, alive_peers, gossiprec, init_nodes, started, wait_for
 
 pytestmark = [pytest.mark.mosquitto, pytest.mark.slow]
 
@@ -74,7 +74,7 @@ def stored_rows(data_dir: Path) -> set[Row]:
 
 @pytest.fixture
 def two_nodes(tmp_path: Path, mosquitto: Mosquitto) -> Iterator[list[Daemon]]:
-    with started(init_nodes(tmp_path, mosquitto.url, 2)) as daemons:
+    with started(init_nodes(tmp_path, mosquitto.url, 2), ROW_IDS) as daemons:
         yield daemons
 
 
@@ -208,7 +208,7 @@ def test_a_full_disk_loses_nothing_acknowledged_and_never_truncates_a_checkpoint
         for name, parent in (("full", disk), ("peer", tmp_path)):
             assert main(["node", "init", "--dir", str(parent / name), "--ca",
                          str(tmp_path / "ca"), "--broker", mosquitto.url]) == 0  # fmt: skip
-            daemons.append(Daemon(parent / name / "node.toml"))
+            daemons.append(Daemon(parent / name / "node.toml", ROW_IDS))
         full, peer = daemons
         data = disk / "full"
         for daemon in daemons:
