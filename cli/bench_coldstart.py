@@ -1,4 +1,5 @@
-"""`gossiprec bench coldstart`: cold items and new users, centralized (sim/coldstart.py)."""
+"""`gossiprec bench coldstart` (cold items and new users, sim/coldstart.py) and `bench identity`
+(how items get their rows, sim/identity_study.py): centralized, on ML-100K."""
 
 from __future__ import annotations
 
@@ -49,6 +50,29 @@ def plot(rows: list[dict[str, Any]], path: Path, title: str) -> None:
     axis.set_xticks(np.arange(len(settings)), settings)
     axis.set_ylabel("HR@10 (99 sampled negatives)")
     axis.grid(alpha=0.3, axis="y")
+    axis.legend(fontsize=8)
+    figure.suptitle(title)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def identity_plot(rows: list[dict[str, Any]], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    exact = [row for row in rows if row["name"].startswith("signed")]
+    hashed = [row for row in rows if not row["name"].startswith("signed")]
+    figure, axis = plt.subplots(figsize=(7, 4.5))
+    axis.plot([r["update_bytes"] / 1e3 for r in hashed], [r["hr10"] for r in hashed], "o-",
+              label="hashed ids (1x, 2x, 4x, 8x rows)")  # fmt: skip
+    for row in exact:
+        axis.plot(row["update_bytes"] / 1e3, row["hr10"], "*", ms=14, label=row["name"])
+    axis.set_xlabel("bytes of one float16 update (KB)")
+    axis.set_ylabel("HR@10")
+    axis.grid(alpha=0.3)
     axis.legend(fontsize=8)
     figure.suptitle(title)
     figure.tight_layout()

@@ -19,7 +19,7 @@ from gossiprec.node.recommender import BPRMF, BPRConfig
 from gossiprec.node.types import IntArray
 from gossiprec.sim.baselines import choose_epochs, train_and_valid_pairs
 from gossiprec.sim.dataset import Dataset
-from gossiprec.sim.metrics import evaluate
+from gossiprec.sim.metrics import Scorer, evaluate
 from gossiprec.sim.progress import Tracker, quiet
 from gossiprec.sim.split import leave_one_out
 
@@ -46,6 +46,11 @@ def item_rows(n_items: int, rows: int) -> IntArray:
     return ItemCatalogue(rows).rows([str(item + 1) for item in range(n_items)])
 
 
+def _in_rows(model: BPRMF, row_of: IntArray) -> Scorer:
+    """Scores of dataset items by the rows they live in."""
+    return lambda users, candidates: model.score(users, row_of[candidates])
+
+
 def compare(dataset: Dataset, config: BPRConfig, *, track: Tracker = quiet) -> list[Design]:
     split = leave_one_out(dataset)
     with track("identity: choose epochs (exact rows, validation)", 30) as bar:
@@ -67,7 +72,7 @@ def compare(dataset: Dataset, config: BPRConfig, *, track: Tracker = quiet) -> l
             model.negative_pool = np.unique(row_of)
             model.add_interactions(users, row_of[items])
             model.train_steps(epochs * model.steps_per_epoch())
-            metrics = evaluate(split, lambda u, c, m=model, r=row_of: m.score(u, r[c]))
+            metrics = evaluate(split, _in_rows(model, row_of))
             counts = np.bincount(row_of, minlength=rows)
             results.append(Design(name, rows, float(np.mean(counts[row_of] > 1)),
                                   rows * (config.dim + 1) * FLOAT16_BYTES, catalogue_bytes,

@@ -48,7 +48,8 @@ def test_a_cold_item_ranks_by_its_genre_where_bpr_mf_can_only_guess() -> None:
 
 def test_feature_tables_are_shared_and_restored_and_content_only_keeps_ids_at_zero() -> None:
     config = BPRConfig(dim=8, lr=0.05, batch_size=64)
-    hybrid = trained(HybridMF(N_ITEMS, genres(), config))
+    features = genres()
+    hybrid = trained(HybridMF(N_ITEMS, features, config))
     shared = hybrid.shared_arrays()
     assert list(shared) == ["item_embedding", "item_bias", "feature_embedding", "feature_bias"]
     assert shared["feature_embedding"].shape == (64, 8)
@@ -62,5 +63,5 @@ def test_feature_tables_are_shared_and_restored_and_content_only_keeps_ids_at_ze
     # An item's features, changed, place it anew at once (no retraining): a cold A film
     # relabelled B falls for an A fan.
     before = hybrid.score(np.array([0]), np.array([[18]]))[0, 0]
-    hybrid.features.set(18, ["genre=B"])
+    features.set(18, ["genre=B"])
     assert hybrid.score(np.array([0]), np.array([[18]]))[0, 0] < before
