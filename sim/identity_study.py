@@ -43,7 +43,7 @@ class Design:
 
 def item_rows(n_items: int, rows: int) -> IntArray:
     """The hashed row of each dataset item, named by its ML-100K id (1-based) as a shop would."""
-    return ItemCatalogue(rows).rows([str(item + 1) for item in range(n_items)])
+    return ItemCatalogue(rows, "hashed").rows([str(item + 1) for item in range(n_items)])
 
 
 def _in_rows(model: BPRMF, row_of: IntArray) -> Scorer:
