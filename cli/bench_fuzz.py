@@ -27,6 +27,7 @@ import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from gossiprec.crypto.authority import Authority
+from gossiprec.crypto.catalogue import SignedCatalogue
 from gossiprec.crypto.certificate import RevocationList
 from gossiprec.crypto.envelope import Opener, Sealer
 from gossiprec.crypto.errors import CertificateError, EnvelopeError
@@ -47,7 +48,8 @@ from gossiprec.node.node_api import parse_rows
 
 HANG_SECONDS = 1.0
 # Shares of the inputs: the cheap parsers get more.
-WEIGHTS = {"envelope": 3, "codec": 4, "beacon": 3, "crl": 3, "control": 3, "config": 1, "csv": 1}
+WEIGHTS = {"envelope": 3, "codec": 4, "beacon": 3, "crl": 3, "catalogue": 2, "control": 3,
+           "config": 1, "csv": 1}  # fmt: skip
 
 
 @dataclass
@@ -153,6 +155,9 @@ class Parsers:
                      "k": prekey})  # fmt: skip
         self.beacons = [sign_statement(self.sender, self.sender_cert, body, self.now)]
         self.crls = [authority.revoke({1}, stamp).encode(), authority.revoke({2}, stamp).encode()]
+        self.ca_public, self.network = authority.public, authority.network
+        self.catalogues = [authority.add_to_catalogue([("sku-1", ("genre=A",))], stamp).encode(),
+                           authority.add_to_catalogue([("sku-2", ())], stamp).encode()]  # fmt: skip
         self.requests = [b'{"command": "ingest", "rows": [[1, 2], [3, 4, 5]]}',
                          b'{"command": "recommend", "user": 1, "k": 10}',
                          b'{"command": "status"}']  # fmt: skip
@@ -170,7 +175,8 @@ class Parsers:
     def seeds(self, parser: str) -> list[bytes]:
         return {
             "envelope": list(self.envelopes), "codec": self.models, "beacon": self.beacons,
-            "crl": self.crls, "control": self.requests, "config": self.configs, "csv": self.csvs,
+            "crl": self.crls, "catalogue": self.catalogues, "control": self.requests,
+            "config": self.configs, "csv": self.csvs,
         }[parser]  # fmt: skip
 
     def check(self, parser: str, data: bytes, tally: Tally) -> None:
@@ -224,6 +230,15 @@ class Parsers:
             return
         tally.accepted += 1
         if data not in self.crls:
+            tally.problem("wrong_accepts", f"verified changed bytes {data[:60]!r}")
+
+    def _catalogue(self, data: bytes, tally: Tally) -> None:
+        try:
+            SignedCatalogue.decode(data).verify(self.ca_public, self.network)
+        except CertificateError:
+            return
+        tally.accepted += 1
+        if data not in self.catalogues:
             tally.problem("wrong_accepts", f"verified changed bytes {data[:60]!r}")
 
     def _control(self, data: bytes, tally: Tally) -> None:
