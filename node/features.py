@@ -64,9 +64,6 @@ class ItemFeatures:
         self._of_item[item] = rows
         self._matrix = None
 
-    def of(self, item: int) -> IntArray:
-        return self._of_item.get(item, np.zeros(0, dtype=np.int64))
-
     def __len__(self) -> int:
         return sum(1 for rows in self._of_item.values() if len(rows))
 
@@ -76,13 +73,19 @@ class ItemFeatures:
 
         if self._matrix is None:
             items = [item for item, rows in self._of_item.items() if len(rows)]
-            counts = [len(self._of_item[item]) for item in items]
-            index = torch.tensor(np.array([np.repeat(items, counts).astype(np.int64),
-                                           np.concatenate([self._of_item[i] for i in items])
-                                           if items else np.zeros(0, np.int64)]))  # fmt: skip
-            weights = torch.from_numpy(np.repeat(1.0 / np.array(counts, dtype=np.float32),
-                                                 counts).astype(np.float32))  # fmt: skip
+            columns = [self._of_item[item] for item in items]
+            counts = np.array([len(rows) for rows in columns], dtype=np.int64)
+            index = np.stack(
+                [
+                    np.repeat(np.array(items, dtype=np.int64), counts),
+                    np.concatenate([np.zeros(0, np.int64), *columns]),
+                ]
+            )
+            weights = np.repeat(1 / counts.astype(np.float32), counts)
             self._matrix = torch.sparse_coo_tensor(
-                index.reshape(2, -1), weights, (self.n_items, self.rows), check_invariants=True
+                torch.from_numpy(index),
+                torch.from_numpy(weights),
+                (self.n_items, self.rows),
+                check_invariants=True,
             ).coalesce()
         return self._matrix
