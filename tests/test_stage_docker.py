@@ -106,7 +106,9 @@ class Project:
     """A generated Compose project, driven with compose and docker on the private engine."""
 
     def __init__(self, folder: Path, env: dict[str, str]) -> None:
-        self.folder, self.env = folder, env
+        # vfs copies each container's whole image on creation: on a slow disk four at once
+        # outlast compose's 60 s default for one engine request.
+        self.folder, self.env = folder, {**env, "COMPOSE_HTTP_TIMEOUT": "600"}
         self.compose = [*compose_command(), "--project-directory", str(folder), "-f",
                         str(folder / "compose.yaml"), "-p", "gossiprecstage"]  # fmt: skip
         self.names = [f"node{i:02d}" for i in range(NODES)]
@@ -138,8 +140,13 @@ class Project:
         return run("docker", *args, env=self.env)
 
     def wait_healthy(self) -> None:
-        eventually(lambda: all(self.health(n) == "healthy" for n in self.names) or None, 300,
-                   f"{NODES} healthy node containers")  # fmt: skip
+        def all_healthy() -> bool:
+            states = {name: self.health(name) for name in self.names}
+            if set(states.values()) != {"healthy"}:  # kept as `last` for the failure message
+                raise AssertionError(f"health: {states}")
+            return True
+
+        eventually(all_healthy, 600, f"{NODES} healthy node containers")
         user = self.docker("exec", self.ids["node00"], "id", "-u").stdout.strip()
         say(f"{NODES} node containers healthy (running as uid {user})")
         assert user != "0", "containers never run as root"
