@@ -34,7 +34,6 @@ from gossiprec.crypto.files import write_atomic
 from gossiprec.crypto.keys import NodeKeys
 from gossiprec.gossip import topics
 from gossiprec.node.identity import issue_certificate
-from gossiprec.sim.baselines import train_and_valid_pairs
 from gossiprec.sim.compose_cluster import (
     RABBITMQ_IMAGE,
     broker_names,
@@ -147,6 +146,8 @@ def write_compose_project(folder: Path, n_nodes: int, dataset: Dataset, seed: in
                        f"--wheel-dir {images.wheelhouse} torch==2.13.0 setuptools "
                        "PATH-TO-GOSSIPREC")  # fmt: skip
     split = leave_one_out(dataset, seed=seed)
+    from gossiprec.sim.baselines import train_and_valid_pairs  # torch: not for `status`
+
     users_all, items_all = train_and_valid_pairs(split)
     groups = partition_users(split, -(-split.n_users // n_nodes), seed=seed)[:n_nodes]
     authority = Authority.create(folder / "ca", NETWORK)
