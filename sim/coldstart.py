@@ -26,7 +26,7 @@ from gossiprec.sim.baselines import choose_epochs, train_and_valid_pairs
 from gossiprec.sim.dataset import Dataset
 from gossiprec.sim.metrics import Scorer, hit_rate, ndcg, pessimistic_rank, sampled_ranks
 from gossiprec.sim.progress import Tracker, quiet
-from gossiprec.sim.split import N_NEGATIVES, LeaveOneOut, leave_one_out
+from gossiprec.sim.split import N_NEGATIVES, LeaveOneOut, leave_one_out, sample_negatives
 
 MODELS = ("popularity", "BPR-MF", "hybrid", "content-only")
 NEW_USER_SIZES = (1, 3, 5)
@@ -115,8 +115,8 @@ def cold_item_split(dataset: Dataset, fraction: float = 0.1, seed: int = 0) -> C
     touched = np.zeros((dataset.n_users, dataset.n_items), dtype=bool)
     touched[dataset.users, dataset.items] = True
     # Warm negatives only: cold items are scored in their own table.
-    split = replace(split, valid_negatives=_negatives(touched | is_cold, split.n_users, rng),
-                    test_negatives=_negatives(touched | is_cold, split.n_users, rng))  # fmt: skip
+    split = replace(split, valid_negatives=sample_negatives(touched | is_cold, rng),
+                    test_negatives=sample_negatives(touched | is_cold, rng))  # fmt: skip
     cases = np.flatnonzero(~warm_rows)
     users, items = dataset.users[cases], dataset.items[cases]
     candidates = np.empty((len(cases), 1 + N_NEGATIVES), dtype=np.int64)
@@ -125,13 +125,6 @@ def cold_item_split(dataset: Dataset, fraction: float = 0.1, seed: int = 0) -> C
         pool = cold[~touched[user, cold]]
         candidates[case, 1:] = rng.choice(pool, size=N_NEGATIVES, replace=len(pool) < N_NEGATIVES)
     return ColdItems(split, cold, users, candidates)
-
-
-def _negatives(excluded: np.ndarray, n_users: int, rng: np.random.Generator) -> IntArray:
-    out = np.empty((n_users, N_NEGATIVES), dtype=np.int64)
-    for user in range(n_users):
-        out[user] = rng.choice(np.flatnonzero(~excluded[user]), size=N_NEGATIVES, replace=False)
-    return out
 
 
 def cold_item_table(dataset: Dataset, config: BPRConfig, *, epochs: int | None = None,

@@ -71,8 +71,8 @@ def leave_one_out(dataset: Dataset, seed: int = 0) -> LeaveOneOut:
     rng = np.random.default_rng(seed)
     interacted = np.zeros((dataset.n_users, dataset.n_items), dtype=bool)
     interacted[users, items] = True
-    valid_negatives = _sample_negatives(interacted, rng)
-    test_negatives = _sample_negatives(interacted, rng)
+    valid_negatives = sample_negatives(interacted, rng)
+    test_negatives = sample_negatives(interacted, rng)
     return LeaveOneOut(
         n_users=dataset.n_users,
         n_items=dataset.n_items,
@@ -85,7 +85,7 @@ def leave_one_out(dataset: Dataset, seed: int = 0) -> LeaveOneOut:
     )
 
 
-def _sample_negatives(interacted: np.ndarray, rng: np.random.Generator) -> IntArray:
+def sample_negatives(interacted: np.ndarray, rng: np.random.Generator) -> IntArray:
     """N_NEGATIVES distinct never-interacted items per user (fewer if the catalogue is tiny)."""
     n_users = interacted.shape[0]
     out = np.full((n_users, N_NEGATIVES), -1, dtype=np.int64)
