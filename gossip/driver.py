@@ -170,6 +170,7 @@ class GossipNode:
         status: Callable[[], dict[str, int | float | str]] | None = None,
         presence_shards: int = 1,
         on_catalogue: Callable[[SignedCatalogue], None] | None = None,
+        inbox_backlog: int = INBOX_BACKLOG,
     ) -> None:
         self.identity = identity
         self.transport = transport
@@ -204,7 +205,7 @@ class GossipNode:
         )
         self._presence_topic = topics.presence(identity.network, identity.node_id, presence_shards)
         self._leave = leave_statement(identity)
-        self._inbox: collections.deque[Incoming] = collections.deque(maxlen=INBOX_BACKLOG)
+        self._inbox: collections.deque[Incoming] = collections.deque(maxlen=inbox_backlog)
         self._inbox_ready = asyncio.Event()
         # Beacons arrive on the event loop, which must never wait for the lock (a training step):
         # (peer, heard at, model version), or (peer, None, 0) for a peer that left, applied to

@@ -15,7 +15,7 @@ import numpy as np
 from gossiprec.crypto.authority import Authority
 from gossiprec.crypto.keys import NodeKeys
 from gossiprec.gossip.averaging import mean_of, relative_error
-from gossiprec.gossip.driver import GossipNode, Identity, last_will, subscriptions
+from gossiprec.gossip.driver import INBOX_BACKLOG, GossipNode, Identity, last_will, subscriptions
 from gossiprec.gossip.membership import MembershipConfig
 from gossiprec.gossip.messages import Arrays
 from gossiprec.gossip.mqtt import MqttConfig, MqttTransport
@@ -119,6 +119,7 @@ async def running(
     truth: Arrays,
     factory: TransportFactory,
     heartbeat: float = 0.3,
+    inbox_backlog: int = INBOX_BACKLOG,
 ) -> AsyncIterator[Cluster]:
     """Start every node (own transport, own tasks); cancel them all on exit."""
     async with contextlib.AsyncExitStack() as stack:
@@ -134,6 +135,7 @@ async def running(
                     protocol,
                     folder / identity.node_id.hex(),
                     heartbeat=heartbeat,
+                    inbox_backlog=inbox_backlog,
                 )
             )
         async with asyncio.TaskGroup() as group:

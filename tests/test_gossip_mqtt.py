@@ -24,12 +24,15 @@ async def test_16_nodes_over_mosquitto_converge_to_the_mean(
 ) -> None:
     authority = Authority.create(tmp_path / "ca", "mqttnet")
     made, truth = make_nodes(tmp_path, authority, 16, "push-sum")
-    async with running(tmp_path, made, truth, mqtt_factory(mosquitto.port)) as cluster:
+    # Push-sum keeps the mean only if no update is lost, and 16 nodes in one process on a busy
+    # machine can fall behind: room for every update, then proof below that none was shed.
+    transports = mqtt_factory(mosquitto.port)
+    async with running(tmp_path, made, truth, transports, inbox_backlog=1024) as cluster:
         converged = await cluster.until(lambda: cluster.error() < 1e-4, timeout=60)
         assert converged, cluster.report()
         for node in cluster.nodes:
             # Nothing refused, but beacons a busy machine delivered too late to prove liveness.
-            assert node.rejected().keys() <= {"beacon:stale"}
+            assert node.rejected().keys() <= {"beacon:stale"}, node.rejected()
             assert node.counters.updates_received > 0
             assert node.transport.stats.dropped_incoming == 0
 
