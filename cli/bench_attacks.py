@@ -22,6 +22,7 @@ from gossiprec.node.types import IntArray
 from gossiprec.sim.attacks import hostile_seats
 from gossiprec.sim.broker import BrokerAddress, any_broker
 from gossiprec.sim.config import SimConfig
+from gossiprec.sim.host import SimItems
 from gossiprec.sim.metrics import hit_rate, ndcg
 from gossiprec.sim.progress import Tracker
 from gossiprec.sim.simulation import SimRun, simulate
@@ -56,7 +57,8 @@ def compare(args: argparse.Namespace, kinds: list[str], track: Tracker) -> list[
 
 
 def simulate_tracked(split: LeaveOneOut, groups: list[IntArray], config: SimConfig,
-                     broker: BrokerAddress, track: Tracker, label: str) -> SimRun:  # fmt: skip
+                     broker: BrokerAddress, track: Tracker, label: str,
+                     items: SimItems | None = None) -> SimRun:  # fmt: skip
     """One simulation under a progress bar labelled `label`."""
     with track(label, int(config.duration)) as bar:
         done = 0
@@ -66,7 +68,7 @@ def simulate_tracked(split: LeaveOneOut, groups: list[IntArray], config: SimConf
             bar.advance(max(0, int(seconds) - done))
             done = max(done, int(seconds))
 
-        return asyncio.run(simulate(split, groups, config, broker, on_tick=tick))
+        return asyncio.run(simulate(split, groups, config, broker, on_tick=tick, items=items))
 
 
 def _row(kind: str | None, config: SimConfig, run: SimRun, honest: np.ndarray) -> dict[str, Any]:

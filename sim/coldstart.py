@@ -131,46 +131,37 @@ def cold_item_table(dataset: Dataset, config: BPRConfig, *, epochs: int | None =
                     seed: int = 0, track: Tracker = quiet,
                     title_words: bool = False) -> tuple[list[Row], int]:  # fmt: skip
     """Rows for cold and warm items, per model; and the epochs used."""
-    setup = cold_item_split(dataset, seed=seed)
-    split = setup.split
+    study = ColdStudy(cold_item_split(dataset, seed=seed), {})
     if epochs is None:
         with track("cold items: choose epochs (BPR-MF, validation)", 30) as bar:
-            epochs = choose_epochs(split, config, 30, 4, bar)
-    users, items = train_and_valid_pairs(split)
-    # Cold items stand for items added after training: not in the catalogue while it ran.
-    warm = np.setdiff1d(np.arange(dataset.n_items), setup.cold)
-    scorers: dict[str, Scorer] = {"popularity": _popularity(users, items, dataset.n_items)}
-    makers = factories(dataset.n_items, features_of(dataset, title_words), config)
-    with track(f"cold items: train 3 models x {epochs} epochs", len(makers)) as bar:
-        for name, factory in makers.items():
-            scorers[name] = _train(factory, users, items, epochs, warm).score
-            bar.advance(note=name)
-    rows = []
-    for name in MODELS:
-        rows.append(_row("cold items", name,
-                         _rank(scorers[name], setup.users, setup.candidates, seed)))  # fmt: skip
-    for name in MODELS:
-        evaluated = split.evaluated_users()
-        rows.append(_row("warm items", name, sampled_ranks(split, scorers[name], evaluated)))
-    return rows, epochs
+            epochs = choose_epochs(study.split, config, 30, 4, bar)
+    scorers = centralized_scorers(study, features_of(dataset, title_words), config, epochs, track)
+    evaluated = study.split.evaluated_users()
+    rows = [row for name in MODELS
+            for row in study_rows(study, name, scorers[name], evaluated, seed)]  # fmt: skip
+    return sorted(rows, key=lambda row: row.setting), epochs
 
 
 # -- new users -----------------------------------------------------------------------------------
 
 
-def new_user_split(split: LeaveOneOut, keep: int, fraction: float = 0.1,
-                   seed: int = 0) -> tuple[LeaveOneOut, IntArray]:  # fmt: skip
-    """The split with a random `fraction` of evaluated users cut to their first `keep` training
-    interactions (and no validation item), and those users."""
+def new_user_split(split: LeaveOneOut, sizes: tuple[int, ...], fraction: float = 0.1,
+                   seed: int = 0) -> tuple[LeaveOneOut, dict[int, IntArray]]:  # fmt: skip
+    """The split with, for each k in `sizes`, its own random `fraction` of evaluated users cut to
+    their first k training interactions (and no validation item); and those users by k."""
     rng = np.random.default_rng(seed)
     evaluated = split.evaluated_users()
-    new = np.sort(rng.choice(evaluated, size=round(fraction * len(evaluated)), replace=False))
-    is_new = np.zeros(split.n_users, dtype=bool)
-    is_new[new] = True
-    # train pairs are in time order per user (leave_one_out sorts them): keep the first `keep`.
+    each = round(fraction * len(evaluated))
+    drawn = rng.choice(evaluated, size=each * len(sizes), replace=False)
+    new = {k: np.sort(drawn[i * each : (i + 1) * each]) for i, k in enumerate(sizes)}
+    keep = np.full(split.n_users, np.iinfo(np.int64).max)
+    for k, users in new.items():
+        keep[users] = k
+    # train pairs are in time order per user (leave_one_out sorts them): keep the first k.
     starts = np.searchsorted(split.train_users, np.arange(split.n_users))
     position = np.arange(len(split.train_users)) - starts[split.train_users]
-    kept = ~is_new[split.train_users] | (position < keep)
+    kept = position < keep[split.train_users]
+    is_new = keep < np.iinfo(np.int64).max
     cut = replace(split, train_users=split.train_users[kept], train_items=split.train_items[kept],
                   valid_item=np.where(is_new, -1, split.valid_item))  # fmt: skip
     return cut, new
@@ -183,15 +174,74 @@ def new_user_table(dataset: Dataset, config: BPRConfig, epochs: int, *, seed: in
     rows = []
     with track("new users: train 3 models per size", len(makers) * len(NEW_USER_SIZES)) as bar:
         for keep in NEW_USER_SIZES:
-            cut, new = new_user_split(split, keep, seed=seed)
+            cut, by_size = new_user_split(split, (keep,), seed=seed)
+            new = by_size[keep]
             users, items = train_and_valid_pairs(cut)
             scorers: dict[str, Scorer] = {"popularity": _popularity(users, items, dataset.n_items)}
             for name, factory in makers.items():
                 scorers[name] = _train(factory, users, items, epochs).score
                 bar.advance(note=f"k={keep} {name}")
             for name in MODELS:
-                candidates = np.concatenate([cut.test_item[new][:, None],
-                                             cut.test_negatives[new]], axis=1)  # fmt: skip
-                rows.append(_row(f"new users (k={keep})", name,
-                                 _rank(scorers[name], new, candidates, seed)))  # fmt: skip
+                rows.append(_new_user_row(cut, keep, new, name, scorers[name], seed))
+    return rows
+
+
+def _new_user_row(split: LeaveOneOut, keep: int, users: IntArray, model: str, score: Scorer,
+                  seed: int) -> Row:  # fmt: skip
+    candidates = np.concatenate([split.test_item[users][:, None], split.test_negatives[users]],
+                                axis=1)  # fmt: skip
+    return _row(f"new users (k={keep})", model, _rank(score, users, candidates, seed))
+
+
+# -- both at once, for the simulation ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ColdStudy:
+    """Cold items and new users in one split, so one simulated run per model measures both:
+    10% of items cold, and three disjoint 10% groups of users cut to 1, 3 and 5 interactions."""
+
+    items: ColdItems  # its split has the new users cut
+    new_users: dict[int, IntArray]  # by interactions kept
+
+    @property
+    def split(self) -> LeaveOneOut:
+        return self.items.split
+
+    def warm_items(self, n_items: int) -> IntArray:
+        return np.setdiff1d(np.arange(n_items), self.items.cold)
+
+
+def cold_study(dataset: Dataset, seed: int = 0) -> ColdStudy:
+    items = cold_item_split(dataset, seed=seed)
+    split, new = new_user_split(items.split, NEW_USER_SIZES, seed=seed)
+    return ColdStudy(replace(items, split=split), new)
+
+
+def centralized_scorers(study: ColdStudy, features: ItemFeatures, config: BPRConfig, epochs: int,
+                        track: Tracker = quiet) -> dict[str, Scorer]:  # fmt: skip
+    """Every model of MODELS trained on the study's pairs in one place (the reference)."""
+    n_items = study.split.n_items
+    users, items = train_and_valid_pairs(study.split)
+    scorers: dict[str, Scorer] = {"popularity": _popularity(users, items, n_items)}
+    makers = factories(n_items, features, config)
+    with track(f"train 3 models x {epochs} epochs", len(makers)) as bar:
+        for name, factory in makers.items():
+            scorers[name] = _train(factory, users, items, epochs, study.warm_items(n_items)).score
+            bar.advance(note=name)
+    return scorers
+
+
+def study_rows(study: ColdStudy, model: str, score: Scorer, users: IntArray,
+               seed: int = 0) -> list[Row]:  # fmt: skip
+    """Cold items, warm items (users who are not new) and new users by k, among `users`."""
+    cold = study.items
+    mine = np.isin(cold.users, users)
+    rows = [_row("cold items", model, _rank(score, cold.users[mine], cold.candidates[mine], seed))]
+    new = np.concatenate([np.zeros(0, dtype=np.int64), *study.new_users.values()])
+    established = np.setdiff1d(np.intersect1d(users, study.split.evaluated_users()), new)
+    rows.append(_row("warm items", model, sampled_ranks(study.split, score, established)))
+    for keep, group in study.new_users.items():
+        rows.append(_new_user_row(study.split, keep, np.intersect1d(group, users), model, score,
+                                  seed))  # fmt: skip
     return rows

@@ -17,8 +17,9 @@ from gossiprec.node.config import NodeConfig, default_of
 from gossiprec.sim.errors import SimError
 
 # Where a simulated node differs from a daemon's defaults: seconds between gossip rounds and
-# between training rounds.
-SIM_DEFAULTS = {"gossip.period": 1.0, "train.period": 1.0}
+# between training rounds; items are the dataset's rows (no signed catalogue).
+SIM_DEFAULTS: dict[str, object] = {"gossip.period": 1.0, "train.period": 1.0,
+                                   "model.item_ids": "rows"}  # fmt: skip
 
 
 def node_template(n_items: int) -> NodeConfig:

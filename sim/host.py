@@ -49,6 +49,22 @@ class SeatSpec:
 
 
 @dataclass(frozen=True)
+class SimItems:
+    """The catalogue a simulation's nodes are told about: each row's features, and the rows that
+    exist while the run trains (negatives are drawn among them). The others are added with their
+    features just before the final scores, as a shop adds products nobody has bought yet."""
+
+    features: tuple[tuple[str, ...], ...]  # by row
+    live: IntArray
+
+    def entries(self, rows: IntArray) -> list[tuple[str, list[str]]]:
+        return [(str(row), list(self.features[row])) for row in rows.tolist()]
+
+    def later(self) -> IntArray:
+        return np.setdiff1d(np.arange(len(self.features)), self.live)
+
+
+@dataclass(frozen=True)
 class HostSpec:
     config: SimConfig
     broker: BrokerAddress
@@ -59,6 +75,7 @@ class HostSpec:
     seats: list[SeatSpec]
     hostile: dict[int, Attack] = field(default_factory=dict)  # compromised seats and their attack
     curious: frozenset[int] = frozenset()  # honest-but-curious seats (sim/curious.py)
+    items: SimItems | None = None  # without: rows only, no features, every row a negative
 
 
 @dataclass(frozen=True)
@@ -101,6 +118,7 @@ class Host(Protocol):
     async def start(self, index: int) -> None: ...
     async def stop(self, index: int) -> None: ...
     async def pace(self, factor: float) -> None: ...
+    async def add_items(self, entries: list[tuple[str, list[str]]]) -> None: ...
     async def scores(self, indices: list[int]) -> Scores: ...
     async def stats(self, indices: list[int] | None = None) -> HostStats: ...
     async def inferences(self) -> dict[int, dict[bytes, np.ndarray]]: ...
@@ -187,6 +205,13 @@ class NodeHost:
         for seat in self.seats.values():
             if seat.node is not None:
                 seat.node.set_periods(gossip_period, train_period)
+
+    async def add_items(self, entries: list[tuple[str, list[str]]]) -> None:
+        """New catalogue entries (row, features) for every running node, through the daemon's
+        own path (stored, then placed by their features)."""
+        for seat in self.seats.values():
+            if seat.node is not None and seat.ingested:
+                await seat.node.add_items(entries)
 
     async def scores(self, indices: list[int]) -> Scores:
         """Every user of these seats' running nodes, scored on every item (off the loop)."""
@@ -280,7 +305,12 @@ class NodeHost:
         elif seat.spec.index in self.spec.curious:
             make = CuriousProtocol
         seat.node = Node(self._node_config(seat), seat.identity, transport, make_protocol=make)
+        items = self.spec.items
+        if items is not None:  # kept by the node's store across restarts; the pool is not
+            seat.node.model.negative_pool = items.live
         if not seat.ingested:
+            if items is not None:
+                await seat.node.add_items(items.entries(items.live))
             await seat.node.ingest(*seat.spec.pairs)
             seat.ingested = True
 

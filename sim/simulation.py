@@ -33,7 +33,7 @@ from gossiprec.sim.baselines import train_and_valid_pairs
 from gossiprec.sim.broker import BrokerAddress
 from gossiprec.sim.config import SimConfig
 from gossiprec.sim.curious import item_set_auc
-from gossiprec.sim.host import Host, HostSpec, NodeHost, SeatSpec, SeatStats
+from gossiprec.sim.host import Host, HostSpec, NodeHost, SeatSpec, SeatStats, SimItems
 from gossiprec.sim.metrics import (
     Metrics,
     Scorer,
@@ -98,6 +98,7 @@ class SimRun:
     # Every evaluated user's final test rank (-1: not evaluated), so quality can be read off for
     # any group of users afterwards (a run without attackers, on another run's honest users).
     final_ranks: IntArray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    final_scores: Scorer | None = None  # every user by their own node's final model
     clipped: int = 0  # messages the honest nodes' defence cut
     quarantines: int = 0  # quarantines honest nodes imposed (running nodes, at the end)
     # The curious nodes' guesses of which items each honest sender's users touched (curious.py):
@@ -141,8 +142,10 @@ class Slot:
 class Simulation:
     def __init__(self, split: LeaveOneOut, groups: list[IntArray], config: SimConfig,
                  broker: BrokerAddress, folder: Path,
-                 on_tick: Callable[[float, Point | None], None] | None = None) -> None:  # fmt: skip
+                 on_tick: Callable[[float, Point | None], None] | None = None,
+                 items: SimItems | None = None) -> None:  # fmt: skip
         self.split = split
+        self._items = items
         self.config = config
         self.shards = presence_shards(len(groups))
         self._on_tick = on_tick or (lambda _t, _p: None)
@@ -173,7 +176,7 @@ class Simulation:
             honest_seats, min(config.curious, len(honest_seats))))  # fmt: skip
         specs = [HostSpec(config, broker, split.n_items, self.shards, heartbeat, folder,
                           seats[w::workers], {i: a for i, a in hostile.items() if i % workers == w},
-                          curious)
+                          curious, items)
                  for w in range(workers)]  # fmt: skip
         self.hosts: list[Host] = [NodeHost(specs[0])] + [WorkerHost(s) for s in specs[1:]]
         self.slots = [Slot(s.index, s.users, self.hosts[s.index % workers]) for s in seats]
@@ -255,8 +258,11 @@ class Simulation:
             if not slot.online:
                 await self._start(slot, time.monotonic() - begin)
         self.run.points.append(await self._evaluate(time.monotonic() - begin))
+        if self._items is not None:  # the items the run never trained on arrive now
+            entries = self._items.entries(self._items.later())
+            await asyncio.gather(*(host.add_items(entries) for host in self.hosts))
         everyone = np.concatenate([s.users for s in self.slots])
-        scores = await self._scores(self.slots)
+        scores = self.run.final_scores = await self._scores(self.slots)
         ranked = everyone[self.split.test_item[everyone] >= 0]
         self.run.final_ranks = np.full(self.split.n_users, -1, dtype=np.int64)
         self.run.final_ranks[ranked] = sampled_ranks(self.split, scores, ranked)
@@ -383,9 +389,10 @@ async def simulate(
     broker: BrokerAddress,
     folder: Path | None = None,
     on_tick: Callable[[float, Point | None], None] | None = None,
+    items: SimItems | None = None,
 ) -> SimRun:
     with tempfile.TemporaryDirectory(prefix="gossiprec-sim-") as tmp, one_torch_thread():
-        simulation = Simulation(split, groups, config, broker, folder or Path(tmp), on_tick)
+        simulation = Simulation(split, groups, config, broker, folder or Path(tmp), on_tick, items)
         return await simulation.execute()
 
 

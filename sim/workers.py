@@ -72,6 +72,9 @@ class WorkerHost:
     async def pace(self, factor: float) -> None:
         await self._call("pace", factor)
 
+    async def add_items(self, entries: list[tuple[str, list[str]]]) -> None:
+        await self._call("add_items", entries)
+
     async def scores(self, indices: list[int]) -> Scores:
         result: Scores = await self._call("scores", indices)
         return result

@@ -26,14 +26,18 @@ def test_cold_items_are_absent_from_training_and_ranked_only_among_untouched_col
 
 
 def test_new_users_keep_only_their_first_interactions(ml100k_split: LeaveOneOut) -> None:
-    cut, new = new_user_split(ml100k_split, keep=3, seed=1)
+    cut, by_size = new_user_split(ml100k_split, (1, 3, 5), seed=1)
     counts = np.bincount(cut.train_users, minlength=cut.n_users)
-    assert len(new) == 94 and counts[new].max() == 3 and (cut.valid_item[new] == -1).all()
-    others = np.setdiff1d(ml100k_split.evaluated_users(), new)
     before = np.bincount(ml100k_split.train_users, minlength=cut.n_users)
+    for keep, new in by_size.items():
+        assert len(new) == 94 and (cut.valid_item[new] == -1).all()
+        assert np.array_equal(counts[new], np.minimum(before[new], keep))
+        first = ml100k_split.train_items[ml100k_split.train_users == new[0]][:keep]
+        assert np.array_equal(cut.train_items[cut.train_users == new[0]], first)
+    every_new = np.concatenate(list(by_size.values()))
+    assert len(np.unique(every_new)) == 3 * 94  # three groups, nobody in two
+    others = np.setdiff1d(ml100k_split.evaluated_users(), every_new)
     assert np.array_equal(counts[others], before[others])
-    first = ml100k_split.train_items[ml100k_split.train_users == new[0]][:3]
-    assert np.array_equal(cut.train_items[cut.train_users == new[0]], first)
 
 
 def test_ml100k_items_have_their_genres_and_year_as_features(ml100k: Dataset) -> None:

@@ -12,10 +12,11 @@ import pytest
 from gossiprec.cli.main import main
 from gossiprec.sim.baselines import local_only
 from gossiprec.sim.broker import BrokerAddress, EmbeddedBroker, Mosquitto
+from gossiprec.sim.coldstart import cold_study
 from gossiprec.sim.config import SimConfig, node_template
 from gossiprec.sim.dataset import Dataset
 from gossiprec.sim.errors import WorkerError
-from gossiprec.sim.host import HostSpec
+from gossiprec.sim.host import HostSpec, SimItems
 from gossiprec.sim.pacing import MOST, Pacer
 from gossiprec.sim.partition import genre_skew, partition_users
 from gossiprec.sim.report import late_join_summary
@@ -232,3 +233,63 @@ def test_bench_privacy_writes_a_row_per_codec_and_epsilon_with_its_plot(
     assert all(r["auc"] is None or 0 <= r["auc"] <= 1 for r in rows)
     assert json.loads((out / "privacy.json").read_text()) == rows
     assert (out / "privacy.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.mosquitto
+def test_hybrid_nodes_never_train_cold_items_and_place_them_by_features_once_added(
+    ml100k: Dataset, mosquitto: Mosquitto
+) -> None:
+    study = cold_study(ml100k)
+    split, groups = small(study.split, nodes=3, users_per_node=10)
+    features = tuple(tuple(names) for names in ml100k.item_features())
+    items = SimItems(features, study.warm_items(ml100k.n_items))
+    node = node_template(split.n_items).changed({"gossip.period": 0.5, "train.period": 0.5,
+                                                 "model.kind": "hybrid"})  # fmt: skip
+    config = SimConfig(node, duration=6.0, eval_every=3.0)
+    broker = BrokerAddress("127.0.0.1", mosquitto.port, 5, "test")
+    result = asyncio.run(simulate(split, groups, config, broker, items=items))
+    assert result.final_scores is not None and result.points[-1].merges_per_node >= 1
+    users = np.concatenate(groups)[:5]
+
+    def scores(rows: list[int]) -> np.ndarray:
+        assert result.final_scores is not None
+        return np.asarray(result.final_scores(users, np.tile(rows, (len(users), 1))))
+
+    def twins(rows: np.ndarray) -> list[int]:
+        """Two of these items with the same features."""
+        seen: dict[tuple[str, ...], int] = {}
+        for row in rows.tolist():
+            if features[row] in seen:
+                return [seen[features[row]], row]
+            seen[features[row]] = row
+        raise AssertionError("no two items share their features")
+
+    # A cold item is its features only: never a negative, its id embedding never moved...
+    cold = scores(twins(study.items.cold))
+    assert np.array_equal(cold[:, 0], cold[:, 1])
+    warm = scores(twins(items.live))  # ...unlike warm items, which trained
+    assert not np.array_equal(warm[:, 0], warm[:, 1])
+    # ...and its features reached every node: cold items are told apart (not one score for all).
+    assert len(np.unique(scores(study.items.cold.tolist())[0])) > 10
+
+
+@pytest.mark.mosquitto
+def test_bench_coldstart_sim_rows_cover_every_case_centralized_and_in_the_simulation(
+    tmp_path: Path, ml100k: Dataset, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "coldstart"
+    code = main(["bench", "coldstart-sim", "--nodes", "2", "--users-per-node", "10",
+                 "--duration", "4", "--period", "0.5", "--central-epochs", "1", "--out", str(out),
+                 "--json"])  # fmt: skip
+    assert code == 0
+    rows = json.loads(capsys.readouterr().out)
+    settings = {"cold items", "warm items", "new users (k=1)", "new users (k=3)",
+                "new users (k=5)"}  # fmt: skip
+    models = {"popularity", "BPR-MF", "hybrid", "content-only", "BPR-MF (gossip, 2 nodes)",
+              "hybrid (gossip, 2 nodes)"}  # fmt: skip
+    assert {(r["setting"], r["model"]) for r in rows} == {(s, m) for s in settings for m in models}
+    cold = {r["model"]: r for r in rows if r["setting"] == "cold items"}
+    # The same cold cases for every model: those of the run's 20 users.
+    assert len({r["cases"] for r in cold.values()}) == 1 and cold["hybrid"]["cases"] > 0
+    assert all(0 <= r["hr10"] <= 1 for r in rows)
+    assert (out / "coldstart-sim.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
