@@ -29,7 +29,7 @@ def measure(args: argparse.Namespace, track: Tracker) -> list[dict[str, Any]]:
 
 
 # The node model kinds the simulation compares, by the names the tables use.
-SIM_MODELS = {"BPR-MF": "bpr", "hybrid": "hybrid"}
+SIM_MODELS = {"BPR-MF": "bpr", "hybrid": "hybrid", "content-only": "content"}
 
 
 def measure_sim(args: argparse.Namespace, track: Tracker) -> list[dict[str, Any]]:
@@ -44,7 +44,13 @@ def measure_sim(args: argparse.Namespace, track: Tracker) -> list[dict[str, Any]
     from gossiprec.cli.sim import prepare
     from gossiprec.sim.baselines import choose_epochs
     from gossiprec.sim.broker import any_broker
-    from gossiprec.sim.coldstart import centralized_scorers, cold_study, features_of, study_rows
+    from gossiprec.sim.coldstart import (
+        centralized_scorers,
+        cold_study,
+        features_of,
+        node_popularity,
+        study_rows,
+    )
     from gossiprec.sim.host import SimItems
     from gossiprec.sim.partition import partition_users
     from gossiprec.sim.split import restrict
@@ -68,6 +74,9 @@ def measure_sim(args: argparse.Namespace, track: Tracker) -> list[dict[str, Any]
     features = tuple(tuple(names) for names in dataset.item_features())
     items = SimItems(features, study.warm_items(dataset.n_items))
     where = f"gossip, {len(groups)} nodes"
+    rows += [{**row.as_dict(), "model": f"popularity ({where})", "where": where, "epochs": None}
+             for row in study_rows(study, "popularity", node_popularity(study.split, groups),
+                                   users, args.seed)]  # fmt: skip
     with any_broker(args.broker, args.broker_protocol) as broker:
         for name, kind in SIM_MODELS.items():
             run_config = dataclasses.replace(config, node=config.node.changed({"model.kind": kind}))

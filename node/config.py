@@ -27,7 +27,7 @@ from gossiprec.node.errors import ConfigError
 
 OPTIMIZERS = ("adam", "sgd")
 ITEM_ID_MODES = ("catalogue", "hashed", "rows")  # node/catalogue.py
-MODEL_KINDS = ("bpr", "hybrid")
+MODEL_KINDS = ("bpr", "hybrid", "content")
 # L2 of nodes whose items take gossiped SGD steps, chosen on ML-100K validation with the one-user
 # study (HR@10 0.694 after 60 rounds, 0.667 at 0.01); the centralized Adam model keeps its own.
 GOSSIP_L2 = 0.005
@@ -219,10 +219,13 @@ class ModelSettings(Section):
     kind: str = setting(
         "bpr",
         _one_of(MODEL_KINDS),
-        help="bpr: matrix factorization; hybrid: plus shared item-feature embeddings (cold items)",
+        help="bpr: matrix factorization; hybrid: plus shared item-feature embeddings (cold "
+        "items); content: feature embeddings only (no per-item vectors)",
     )
     feature_rows: int = setting(
-        1_024, _between(1, 1_000_000), help="rows of the hashed feature table (kind = hybrid)"
+        1_024,
+        _between(1, 1_000_000),
+        help="rows of the hashed feature table (kind = hybrid or content)",
     )
     dim: int = setting(32, _between(1, 1_024), help="embedding size; the same on every node")
     seed: int = setting(0, help="the same on every node: all start from one model")
@@ -285,7 +288,7 @@ class NodeConfig:
         if self.privacy.enabled and self.model.kind != "bpr":
             raise ConfigError(
                 f'privacy.enabled = true needs model.kind = "bpr" (got {self.model.kind!r}): '
-                "differential privacy is not built for the hybrid model yet. Fix: set one of "
+                "differential privacy is not built for the feature models yet. Fix: set one of "
                 "the two."
             )
         if len(os.fsencode(self.control_socket)) > MAX_SOCKET_PATH:

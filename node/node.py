@@ -139,8 +139,9 @@ class Node:
     def _new_model(self) -> BPRMF:
         settings = self.config.model
         config = model_config(settings)
-        model = (HybridMF(settings.n_items, self.features, config) if settings.kind == "hybrid"
-                 else BPRMF(settings.n_items, config))  # fmt: skip
+        model = (BPRMF(settings.n_items, config) if settings.kind == "bpr"
+                 else HybridMF(settings.n_items, self.features, config,
+                               use_ids=settings.kind == "hybrid"))  # fmt: skip
         model.negative_pool = self._negative_pool()
         return model
 

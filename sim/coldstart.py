@@ -232,6 +232,17 @@ def centralized_scorers(study: ColdStudy, features: ItemFeatures, config: BPRCon
     return scorers
 
 
+def node_popularity(split: LeaveOneOut, groups: list[IntArray]) -> Scorer:
+    """Popularity as a node knows it without sharing counts: among its own users' interactions."""
+    users, items = train_and_valid_pairs(split)
+    node_of = np.zeros(split.n_users, dtype=np.int64)
+    counts = np.zeros((len(groups), split.n_items))
+    for node, group in enumerate(groups):
+        node_of[group] = node
+        counts[node] = np.bincount(items[np.isin(users, group)], minlength=split.n_items)
+    return lambda users, candidates: counts[node_of[users][:, None], candidates]
+
+
 def study_rows(study: ColdStudy, model: str, score: Scorer, users: IntArray,
                seed: int = 0) -> list[Row]:  # fmt: skip
     """Cold items, warm items (users who are not new) and new users by k, among `users`."""

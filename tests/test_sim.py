@@ -285,8 +285,8 @@ def test_bench_coldstart_sim_rows_cover_every_case_centralized_and_in_the_simula
     rows = json.loads(capsys.readouterr().out)
     settings = {"cold items", "warm items", "new users (k=1)", "new users (k=3)",
                 "new users (k=5)"}  # fmt: skip
-    models = {"popularity", "BPR-MF", "hybrid", "content-only", "BPR-MF (gossip, 2 nodes)",
-              "hybrid (gossip, 2 nodes)"}  # fmt: skip
+    central = ("popularity", "BPR-MF", "hybrid", "content-only")
+    models = {*central, *(f"{name} (gossip, 2 nodes)" for name in central)}
     assert {(r["setting"], r["model"]) for r in rows} == {(s, m) for s in settings for m in models}
     cold = {r["model"]: r for r in rows if r["setting"] == "cold items"}
     # The same cold cases for every model: those of the run's 20 users.
