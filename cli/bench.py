@@ -180,15 +180,16 @@ def register(commands: Commands) -> None:
     coldstart.set_defaults(handler=run_coldstart)
     coldstart_sim = sub.add_parser(
         "coldstart-sim",
-        help="cold items and new users in the simulation (BPR-MF and hybrid nodes) and "
-        "centralized on the same split",
+        help="cold items and new users in the simulation (BPR-MF, hybrid and content-only "
+        "nodes) and centralized on the same split",
         description="The cold-start cases of `bench coldstart` in one split (10%% of items "
         "cold; three disjoint 10%% groups of users keep their first 1, 3 or 5 interactions), "
-        "then one `gossiprec sim` run (same flags) with BPR-MF nodes and one with hybrid nodes. "
+        "then one `gossiprec sim` run (same flags) per node kind: BPR-MF, hybrid, content-only. "
         "The nodes know the warm items' features while they train; the cold items reach them "
         "with their features at the end, through the daemon's add-items path, before the final "
-        "scores. Centralized popularity, BPR-MF, hybrid and content-only on the same split for "
-        "reference. Writes coldstart-sim.json and coldstart-sim.png to --out.",
+        "scores. Popularity in the network is each node's own count. Centralized popularity, "
+        "BPR-MF, hybrid and content-only on the same split for reference. Writes "
+        "coldstart-sim.json and coldstart-sim.png to --out.",
     )
     add_run_arguments(coldstart_sim, attack=False)
     coldstart_sim.add_argument("--central-epochs", type=int,
