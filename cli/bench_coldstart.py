@@ -72,7 +72,7 @@ def measure_sim(args: argparse.Namespace, track: Tracker) -> list[dict[str, Any]
             for name, score in scorers.items()
             for row in study_rows(study, name, score, users, args.seed)]  # fmt: skip
     features = tuple(tuple(names) for names in dataset.item_features())
-    items = SimItems(features, study.warm_items(dataset.n_items))
+    items = SimItems(features, study.warm_items())
     where = f"gossip, {len(groups)} nodes"
     rows += [{**row.as_dict(), "model": f"popularity ({where})", "where": where, "epochs": None}
              for row in study_rows(study, "popularity", node_popularity(study.split, groups),

@@ -208,8 +208,8 @@ class ColdStudy:
     def split(self) -> LeaveOneOut:
         return self.items.split
 
-    def warm_items(self, n_items: int) -> IntArray:
-        return np.setdiff1d(np.arange(n_items), self.items.cold)
+    def warm_items(self) -> IntArray:
+        return np.setdiff1d(np.arange(self.split.n_items), self.items.cold)
 
 
 def cold_study(dataset: Dataset, seed: int = 0) -> ColdStudy:
@@ -227,7 +227,7 @@ def centralized_scorers(study: ColdStudy, features: ItemFeatures, config: BPRCon
     makers = factories(n_items, features, config)
     with track(f"train 3 models x {epochs} epochs", len(makers)) as bar:
         for name, factory in makers.items():
-            scorers[name] = _train(factory, users, items, epochs, study.warm_items(n_items)).score
+            scorers[name] = _train(factory, users, items, epochs, study.warm_items()).score
             bar.advance(note=name)
     return scorers
 

@@ -242,7 +242,7 @@ def test_hybrid_nodes_never_train_cold_items_and_place_them_by_features_once_add
     study = cold_study(ml100k)
     split, groups = small(study.split, nodes=3, users_per_node=10)
     features = tuple(tuple(names) for names in ml100k.item_features())
-    items = SimItems(features, study.warm_items(ml100k.n_items))
+    items = SimItems(features, study.warm_items())
     node = node_template(split.n_items).changed({"gossip.period": 0.5, "train.period": 0.5,
                                                  "model.kind": "hybrid"})  # fmt: skip
     config = SimConfig(node, duration=6.0, eval_every=3.0)
