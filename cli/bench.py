@@ -155,6 +155,10 @@ def register(commands: Commands) -> None:
                          help="runs without DP, one per codec (none: only the runs with DP, on "
                               "--codec)")  # fmt: skip
     privacy.add_argument("--epsilons", nargs="*", type=float, default=[1.0, 2.0, 4.0, 8.0])
+    privacy.add_argument("--central", action="store_true",
+                         help="also one model on every user's data with the same mechanism, "
+                              "clip, step and rounds, at each of --epsilons (a trusted curator: "
+                              "the bound for any decentralized run)")  # fmt: skip
     privacy.add_argument("--on", choices=["test", "valid"], default="test",
                          help="valid: nodes train on the train split only and are scored on "
                               "validation (to choose settings)")  # fmt: skip

@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass, field, replace
 
 import numpy as np
+import torch
 
 from gossiprec.node.recommender import BPRMF, BPRConfig
 from gossiprec.node.types import IntArray
@@ -96,6 +97,34 @@ def centralized(
     metrics = evaluate(split, model.score)
     return BaselineResult("centralized BPR-MF", metrics, time.perf_counter() - start, epochs,
                           user_hits(split, model.score))  # fmt: skip
+
+
+def centralized_private(
+    split: LeaveOneOut,
+    config: BPRConfig,
+    *,
+    clip: float,
+    lr: float,
+    noise_multiplier: float,
+    rounds: int,
+    track: Tracker = quiet,
+) -> BaselineResult:
+    """The trusted-curator reference for differential privacy: one model holding every user
+    takes `rounds` rounds of the nodes' own mechanism (`BPRMF.private_round`: per-user clip,
+    Gaussian noise on the sum) on everyone's data. Noise is added once to the sum over all
+    users instead of once per node, so no decentralized run under the same per-user guarantee
+    (not even one with secure aggregation over every node) can expect more than this."""
+    start = time.perf_counter()
+    model = BPRMF(split.n_items, config)
+    model.add_interactions(*train_and_valid_pairs(split))
+    # Seeded: a reference, never sent anywhere (a node draws its noise from the OS).
+    noise = torch.Generator().manual_seed(config.seed)
+    with track(f"central DP, noise {noise_multiplier:.3g} x clip", rounds) as bar:
+        for _ in range(rounds):
+            model.private_round(clip, noise_multiplier, noise, lr)
+            bar.advance()
+    metrics = evaluate(split, model.score)
+    return BaselineResult("central DP BPR-MF", metrics, time.perf_counter() - start, rounds)
 
 
 def local_only(

@@ -26,7 +26,9 @@ from gossiprec.node.privacy import (
 )
 from gossiprec.node.prometheus import node_metrics
 from gossiprec.node.recommender import BPRMF, BPRConfig, clip_per_user
+from gossiprec.sim.baselines import centralized_private
 from gossiprec.sim.curious import ItemSetInference, item_set_auc
+from gossiprec.sim.split import LeaveOneOut, restrict
 from tests.gossipnet import admit
 from tests.test_node import interactions, started
 
@@ -116,6 +118,20 @@ def test_a_private_round_adds_gaussian_noise_of_the_planned_size() -> None:
     noise = noisy.shared_arrays()["item_embedding"] - quiet.shared_arrays()["item_embedding"]
     assert np.std(noise) == pytest.approx(50.0 * 3.0 * 0.1, rel=0.15)
     assert not np.allclose(quiet.shared_arrays()["item_embedding"], start)
+
+
+def test_the_central_reference_learns_from_every_user_and_its_noise_costs_it(
+    ml100k_split: LeaveOneOut,
+) -> None:
+    split = restrict(ml100k_split, np.arange(150))
+    config = BPRConfig(lr=160.0, l2=0.005, user_lr=0.03, optimizer="sgd", clip=0.05)
+
+    def hr10(noise_multiplier: float) -> float:
+        return centralized_private(split, config, clip=0.003, lr=20.0, rounds=20,
+                                   noise_multiplier=noise_multiplier).metrics.hr10  # fmt: skip
+
+    plain, noisy = hr10(0.0), hr10(100.0)
+    assert plain > noisy + 0.1, (plain, noisy)
 
 
 async def test_a_node_stops_training_once_its_budget_is_spent_and_remembers_it(
