@@ -148,7 +148,8 @@ def register(commands: Commands) -> None:
         "--curious honest-but-curious nodes guessing which items each sender's users touched: "
         "without differential privacy for each of --codecs, then with the first codec at each "
         "of --epsilons. Prints HR@10, NDCG@10, the curious nodes' AUC and precision@10 and the "
-        "epsilon each node spent; writes privacy.json and privacy.png to --out.",
+        "epsilon each node spent (with --central, also a trusted curator's model at each "
+        "epsilon); writes privacy.json and privacy.png to --out.",
     )
     add_run_arguments(privacy, attack=False)
     privacy.add_argument("--codecs", nargs="*", choices=CODECS, default=["float16"],

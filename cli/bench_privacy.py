@@ -123,7 +123,9 @@ def plot(rows: list[dict[str, Any]], path: Path, title: str) -> None:
     for axis, key, label in ((axes[0], "hr10", "HR@10"),
                              (axes[1], "auc", "curious peer's AUC (0.5 = chance)")):  # fmt: skip
         if len(private):  # a log axis needs its range given: a row may have no AUC (NaN)
-            axis.plot(epsilons, [row[key] or np.nan for row in private], "o-", label="with DP")
+            axis.plot(
+                epsilons, [row[key] or np.nan for row in private], "o-", label="gossip, DP per node"
+            )
             axis.set_xscale("log", base=2)
             axis.set_xlim(epsilons.min() / 1.5, epsilons.max() * 1.5)
         if central and key == "hr10":
