@@ -91,11 +91,21 @@ def _central_row(split: LeaveOneOut, config: SimConfig, epsilon: float, rounds: 
     result = centralized_private(split, model_config(config.node.model), clip=settings.clip,
                                  lr=settings.lr, noise_multiplier=noise, rounds=rounds,
                                  track=track)  # fmt: skip
-    return {"codec": CENTRAL, "epsilon": epsilon, "epsilon_spent": epsilon_spent(noise, rounds,
-            settings.delta), "delta": settings.delta, "clip": settings.clip,
-            "hr10": result.metrics.hr10, "ndcg10": result.metrics.ndcg10, "auc": None,
-            "precision10": None, "senders_observed": None, "nodes": 1, "pace_highest": None,
-            "wall_seconds": result.seconds}  # fmt: skip
+    return {
+        "codec": CENTRAL,
+        "epsilon": epsilon,
+        "epsilon_spent": epsilon_spent(noise, rounds, settings.delta),
+        "delta": settings.delta,
+        "clip": settings.clip,
+        "hr10": result.metrics.hr10,
+        "ndcg10": result.metrics.ndcg10,
+        "auc": None,
+        "precision10": None,
+        "senders_observed": None,
+        "nodes": 1,
+        "pace_highest": None,
+        "wall_seconds": result.seconds,
+    }
 
 
 def table(rows: list[dict[str, Any]]) -> list[list[object]]:

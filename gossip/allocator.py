@@ -7,7 +7,7 @@ pages in anew: encoding one 215 KB update took 234 us, 33 us with the settings b
 (`gossiprec bench gossip`, README "Performance"). The cost is up to 16 MB of heap kept per
 arena. glibc gives each thread that meets a busy arena one of its own (up to 8 per core), and
 with worker threads passing model buffers around each arena keeps its own padding and
-fragments: capped at two, 100 one-user nodes in one process peak at 532 MB instead of 1,006 MB.
+fragments: capped at two, 100 one-user nodes in one process peak at 521 MB instead of 1,006 MB.
 Not glibc (musl, macOS): nothing to do.
 """
 
