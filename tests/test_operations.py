@@ -187,11 +187,11 @@ def _mount_tmpfs(folder: Path, megabytes: int) -> None:
 
 def _fill(folder: Path) -> Path:
     filler = folder / "filler"
-    with filler.open("wb") as handle:
+    # Unbuffered: a buffered file would try its last, unwritten bytes again on close, and fail.
+    with filler.open("wb", buffering=0) as handle:
         try:
             while True:
                 handle.write(b"\0" * 65_536)
-                handle.flush()
         except OSError:
             pass
     return filler
