@@ -96,8 +96,8 @@ def test_nodes_dealt_over_two_processes_gossip_with_each_other(
     alone = local_only(split, groups=groups).metrics.hr10
     result = run(split, groups, BrokerAddress("127.0.0.1", mosquitto.port, 5, "test"),
                  workers=2, churn=20.0, downtime=1.0)  # fmt: skip
-    # About 30 rounds, less the churned node's downtime and the peers' discovery: 4.5-10 merges
-    # per node seen; the HR@10 below is what shows the merges carried the other node's model.
+    # About 30 rounds, less the churned node's downtime and the peers' discovery: one busy CI
+    # run saw 4.5 merges per node. The HR@10 below shows the merges carried the other's model.
     assert result.points[-1].merges_per_node >= 3 and result.restarts >= 1
     assert result.final is not None and result.final.users == 80
     assert result.final.hr10 > alone + 0.05, (result.final, alone)
