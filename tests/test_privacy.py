@@ -17,6 +17,7 @@ from gossiprec.gossip.codec import Codec
 from gossiprec.gossip.memory import InMemoryBroker
 from gossiprec.gossip.messages import Kind, ModelUpdate
 from gossiprec.gossip.protocol import GossipConfig, GossipProtocol
+from gossiprec.node.node import model_config
 from gossiprec.node.privacy import (
     RESERVE,
     Ledger,
@@ -27,6 +28,7 @@ from gossiprec.node.privacy import (
 from gossiprec.node.prometheus import node_metrics
 from gossiprec.node.recommender import BPRMF, BPRConfig, clip_per_user
 from gossiprec.sim.baselines import centralized_private
+from gossiprec.sim.config import node_template
 from gossiprec.sim.curious import ItemSetInference, item_set_auc
 from gossiprec.sim.split import LeaveOneOut, restrict
 from tests.gossipnet import admit
@@ -124,7 +126,7 @@ def test_the_central_reference_learns_from_every_user_and_its_noise_costs_it(
     ml100k_split: LeaveOneOut,
 ) -> None:
     split = restrict(ml100k_split, np.arange(150))
-    config = BPRConfig(lr=160.0, l2=0.005, user_lr=0.03, optimizer="sgd", clip=0.05)
+    config = model_config(node_template(split.n_items).model)  # the simulation's nodes' BPR-MF
 
     def hr10(noise_multiplier: float) -> float:
         return centralized_private(split, config, clip=0.003, lr=20.0, rounds=20,
