@@ -268,7 +268,9 @@ class Node:
 
     async def _checkpoint_loop(self) -> None:
         while True:
-            await asyncio.sleep(self.config.node.checkpoint_period)
+            # Jittered: nodes started together (a simulation, a fleet after an update) would
+            # otherwise all write at once, and their replies wait behind the disk.
+            await asyncio.sleep(self.config.node.checkpoint_period * random.uniform(0.8, 1.2))
             await asyncio.to_thread(self.checkpoint)
 
     def checkpoint(self) -> bool:
