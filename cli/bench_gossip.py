@@ -25,7 +25,7 @@ from gossiprec.crypto.replay import SequenceCounter
 from gossiprec.gossip import topics
 from gossiprec.gossip.codec import CODECS, Codec, encode
 from gossiprec.gossip.driver import GossipNode, Identity, Presence, beacon
-from gossiprec.gossip.messages import Kind, ModelUpdate, Send
+from gossiprec.gossip.messages import Arrays, Kind, ModelUpdate, Send
 from gossiprec.gossip.mqtt import MqttConfig, MqttTransport
 from gossiprec.gossip.protocol import GossipConfig, GossipProtocol
 
@@ -34,7 +34,7 @@ ROWS, DIM = 1_682, 32  # ML-100K items x embedding size: 215 KB of float32
 
 def model_update(kind: Kind = Kind.MERGE_REQUEST, seed: int = 0) -> ModelUpdate:
     rng = np.random.default_rng(seed)
-    params = {"item_embedding": rng.normal(0, 0.1, (ROWS, DIM)).astype(np.float32),
+    params: Arrays = {"item_embedding": rng.normal(0, 0.1, (ROWS, DIM)).astype(np.float32),
               "item_bias": rng.normal(0, 0.1, ROWS).astype(np.float32)}  # fmt: skip
     return ModelUpdate(kind, params, 1.0, 1, time.time())
 

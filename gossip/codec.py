@@ -91,7 +91,7 @@ def encode(update: ModelUpdate, codec: Codec, stats: CodecStats | None = None) -
         if codec.sparse:
             rows = update.rows.get(name, np.arange(len(array), dtype=np.int32))
         values = array if rows is None else array[rows]
-        arrays[name] = _encode_array(np.asarray(values, dtype=np.float32), codec.inner)
+        arrays[name] = _encode_array(values, codec.inner)
         if rows is not None:
             arrays[name]["rows"] = _raw(np.asarray(rows, dtype="<i4"))
             arrays[name]["total"] = len(array)
@@ -114,7 +114,7 @@ def _encode_array(array: FloatArray, codec: str) -> dict[str, Any]:
     if codec == "float32":
         return _raw(array.astype("<f4", copy=False))
     if codec == "float16":
-        return _raw(array.astype("<f2"))
+        return _raw(array.astype("<f2", copy=False))
     rows = array.reshape(len(array), -1) if array.ndim > 1 else array.reshape(-1, 1)
     scales = (np.abs(rows).max(axis=1) / 127.0).astype("<f4")
     safe = np.where(scales > 0, scales, 1.0)

@@ -12,7 +12,8 @@ from enum import IntEnum
 import numpy as np
 import numpy.typing as npt
 
-FloatArray = npt.NDArray[np.float32]
+# float32, or float16 for a snapshot kept at the precision the float16 codec sends
+FloatArray = npt.NDArray[np.float32] | npt.NDArray[np.float16]
 RowIndex = npt.NDArray[np.int32]
 Arrays = dict[str, FloatArray]
 Rows = dict[str, RowIndex]

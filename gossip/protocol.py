@@ -9,6 +9,8 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field, replace
 
+import numpy as np
+
 from gossiprec.gossip.adoption import Adoption
 from gossiprec.gossip.averaging import difference, move, staleness_alpha
 from gossiprec.gossip.clipping import Clipper
@@ -19,7 +21,9 @@ from gossiprec.gossip.messages import Arrays, Kind, ModelUpdate, Rows, Send
 from gossiprec.gossip.reputation import Reputation
 
 STRATEGIES = ("push-sum", "pairwise")
-MAX_OUTSTANDING = 4  # pairwise requests awaiting a reply, per unit of fanout
+# A pairwise request awaits its reply this many periods, then is forgotten (a later reply is
+# ignored, as a lost one). While `fanout` requests await theirs, a round sends no new one.
+REPLY_WAIT_PERIODS = 3.0
 MAX_VERSION_LEAD = 1_000
 # A model this many versions along is a different model from the common starting one. A fresh
 # node (version 0) meeting one adopts it instead of averaging: its own untouched model carries
@@ -57,6 +61,8 @@ class ProtocolStats:
     ignored: int = 0  # wrong arrays, or a reply to no outstanding request
     clipped: int = 0  # merged messages the defence cut
     refused: int = 0  # messages of rate-limited or quarantined peers, not merged
+    waited: int = 0  # rounds skipped while earlier requests awaited their replies
+    late: int = 0  # replies that came more than a period after their request
 
 
 @dataclass(frozen=True)
@@ -88,6 +94,8 @@ class ProtocolStatus:
     peers: tuple[PeerView, ...]
     clipped: int = 0
     refused: int = 0
+    waited: int = 0
+    late: int = 0
 
     def alive(self) -> list[bytes]:
         return [p.node_id for p in self.peers if p.state is PeerState.ALIVE]
@@ -146,7 +154,7 @@ class GossipProtocol:
                       for p in tuple(self._membership.peers.values()))  # fmt: skip
         return ProtocolStatus(self._version, self._weight, self._config.period, stats.rounds,
                               stats.sent, stats.merged, stats.ignored, peers, stats.clipped,
-                              stats.refused)  # fmt: skip
+                              stats.refused, stats.waited, stats.late)  # fmt: skip
 
     def radii(self) -> dict[str, tuple[float, float]]:
         """The defence's clip radii (per row, per array) for each array now; {} without it."""
@@ -170,8 +178,10 @@ class GossipProtocol:
         self._membership.heard(peer, now, model_version)
 
     def peer_left(self, peer: bytes) -> None:
-        """`peer` is gone (its last will, a clean leave, or revocation): dead at once."""
+        """`peer` is gone (its last will, a clean leave, or revocation): dead at once, and no
+        reply of its is awaited any longer."""
         self._membership.left(peer)
+        self._outstanding.pop(peer, None)
 
     def set_period(self, period: float) -> None:
         """Gossip every `period` seconds from the next round on (a simulation's pacing)."""
@@ -190,11 +200,15 @@ class GossipProtocol:
         self._next_tick = now + self._wait()
         reputation = self._reputation
         shunned = (lambda peer: reputation.quarantined(peer, now)) if reputation else None
+        pairwise = self._config.strategy == "pairwise"
+        if pairwise and self._awaiting(now) >= self._config.fanout:
+            self._stats.waited += 1
+            return []
         peers = self._membership.sample(self._config.fanout, shunned)
         if not peers:
             return []
         self._stats.rounds += 1
-        if self._config.strategy == "push-sum":
+        if not pairwise:
             share = self._weight / (len(peers) + 1)
             self._weight = share
             kind = Kind.PUSH_SUM
@@ -205,18 +219,34 @@ class GossipProtocol:
             for peer in peers:  # newest last, also for a peer asked again
                 self._outstanding.pop(peer, None)
                 self._outstanding[peer] = update
-            # Each request holds a copy of the model until its reply: replies lost to a peer
-            # that died or shed them must not pile copies up. Keep the newest few (a reply
-            # takes well under a period; a later one is ignored, as a lost one).
-            while len(self._outstanding) > MAX_OUTSTANDING * self._config.fanout:
-                del self._outstanding[next(iter(self._outstanding))]
         self._stats.sent += len(peers)
         return [Send(peer, update) for peer in peers]
 
+    def _awaiting(self, now: float) -> int:
+        """Requests still awaiting a reply, after forgetting those older than the wait.
+
+        A reply takes well under a period unless the peer died or is overloaded and shed the
+        request; either way a new request would pile onto the same trouble (and hold one more
+        copy of the model until its reply), so the node waits instead, for a few periods."""
+        horizon = now - REPLY_WAIT_PERIODS * self._config.period
+        while self._outstanding:
+            oldest = next(iter(self._outstanding))
+            if self._outstanding[oldest].sent_at >= horizon:
+                break
+            del self._outstanding[oldest]
+        return len(self._outstanding)
+
     def _snapshot(self, kind: Kind, weight: float, now: float, alpha: float = 0.0,
                   reply_to: float = 0.0, rows: Rows | None = None) -> ModelUpdate:  # fmt: skip
-        """A copy of the parameters to send; sparse codecs pick rows unless `rows` is given."""
-        params = {name: array.copy() for name, array in self.params.items()}
+        """A copy of the parameters to send; sparse codecs pick rows unless `rows` is given.
+
+        The copy keeps the precision the codec sends (float16 for float16 codecs): the peer
+        sees no more, and a pairwise request holds its copy until the reply, half the memory."""
+        params: Arrays
+        if self._config.codec.inner == "float16":
+            params = {name: array.astype(np.float16) for name, array in self.params.items()}
+        else:
+            params = {name: array.copy() for name, array in self.params.items()}
         if rows is not None:
             return ModelUpdate(kind, params, weight, self._version, now, rows, alpha, reply_to)
         rows = {}
@@ -271,6 +301,8 @@ class GossipProtocol:
                 self._stats.ignored += 1  # late, duplicate or unsolicited
                 return []
             del self._outstanding[peer]
+            # Slower than a period: the peer, or the network, cannot keep this node's pace.
+            self._stats.late += now - sent.sent_at > self._config.period
             alpha = update.alpha
             if self._config.defence and not adopting:
                 # At most the weight this node would have chosen for a model that old.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 
 import numpy as np
@@ -155,24 +156,61 @@ def test_a_model_message_refreshes_a_live_peer_but_never_revives_a_dead_one() ->
     assert a.status().state_of(b.node_id) is PeerState.ALIVE
 
 
-def test_requests_whose_replies_never_come_hold_a_few_model_copies_not_one_per_peer() -> None:
-    from gossiprec.gossip.protocol import MAX_OUTSTANDING
+def test_a_node_whose_requests_go_unanswered_waits_then_forgets_them() -> None:
+    from gossiprec.gossip.protocol import REPLY_WAIT_PERIODS
 
-    config = GossipConfig(membership=NEVER)
+    config = GossipConfig(membership=NEVER, jitter=0.0)
     node = GossipProtocol(b"\x00" * 16, {"v": np.zeros((5, 2), np.float32)}, config,
                           random.Random(0), 0.0)  # fmt: skip
     peers = [i.to_bytes(16, "big") for i in range(1, 40)]
     for peer in peers:
         node.peer_heard(peer, 0.0)
-    now, asked = 0.0, list[bytes]()
-    while len(asked) < 30:  # every peer dead to replies: a crashed or overloaded network
+    now, asked, held = 0.0, list[tuple[float, bytes]](), 0
+    for _ in range(40):  # every peer dead to replies: a crashed or overloaded network
         now += config.period
-        asked += [send.peer for send in node.tick(now)]
-    held = node._outstanding
-    newest_first = list(dict.fromkeys(reversed(asked)))
-    assert list(held) == newest_first[:MAX_OUTSTANDING][::-1], "the newest requests stay"
-    late = held[asked[-1]]
-    reply = ModelUpdate(Kind.MERGE_REPLY, {"v": np.ones((5, 2), np.float32)}, 1.0, 1, now,
-                        alpha=0.5, reply_to=late.sent_at)  # fmt: skip
-    node.receive(asked[-1], reply, now)
+        asked += [(now, send.peer) for send in node.tick(now)]
+        held = max(held, len(node._outstanding))
+    assert held == 1, "one copy of the model awaits a reply, not one per round"
+    gaps = {later - earlier for (earlier, _), (later, _) in itertools.pairwise(asked)}
+    assert gaps == {(REPLY_WAIT_PERIODS + 1) * config.period}, "a new request once the wait is over"
+
+    def reply_to(sent_at: float) -> ModelUpdate:
+        return ModelUpdate(Kind.MERGE_REPLY, {"v": np.ones((5, 2), np.float32)}, 1.0, 1, now,
+                           alpha=0.5, reply_to=sent_at)  # fmt: skip
+
+    (first_at, first), (last_at, last) = asked[0], asked[-1]
+    node.receive(first, reply_to(first_at), now)  # long forgotten: ignored like a lost one
+    assert node.status().merged == 0 and node.status().ignored == 1
+    node.receive(last, reply_to(last_at), now)
     assert node.status().merged == 1 and float(node.params["v"].mean()) == pytest.approx(0.5)
+    assert node.tick(now + config.period), "answered: the next round asks again"
+
+
+def test_a_request_to_a_peer_that_left_is_not_awaited() -> None:
+    config = GossipConfig(membership=NEVER)
+    node = GossipProtocol(b"\x00" * 16, {"v": np.zeros((5, 2), np.float32)}, config,
+                          random.Random(0), 0.0)  # fmt: skip
+    for peer in (b"\x01" * 16, b"\x02" * 16):
+        node.peer_heard(peer, 0.0)
+    now = 2 * config.period
+    (asked,) = node.tick(now)
+    node.peer_left(asked.peer)  # its last will: no reply will come
+    (again,) = node.tick(now + 2 * config.period)
+    assert again.peer != asked.peer, "the next round asks the peer still alive"
+
+
+def test_a_reply_slower_than_a_period_is_counted_late() -> None:
+    config = GossipConfig(membership=NEVER, jitter=0.0)
+    node = GossipProtocol(b"\x00" * 16, {"v": np.zeros((5, 2), np.float32)}, config,
+                          random.Random(0), 0.0)  # fmt: skip
+    peer = b"\x01" * 16
+    node.peer_heard(peer, 0.0)
+    for delay in (0.1 * config.period, 1.5 * config.period):
+        (request,) = node.tick(node.next_tick)
+        sent_at = request.update.sent_at
+        reply = ModelUpdate(Kind.MERGE_REPLY, {"v": np.ones((5, 2), np.float32)}, 1.0, 1,
+                            sent_at + delay, alpha=0.5, reply_to=sent_at)  # fmt: skip
+        node.peer_heard(peer, sent_at + delay)
+        node.receive(peer, reply, sent_at + delay)
+    status = node.status()
+    assert (status.merged, status.late) == (2, 1)

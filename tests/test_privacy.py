@@ -16,7 +16,7 @@ from gossiprec.crypto.authority import Authority
 from gossiprec.gossip.codec import Codec
 from gossiprec.gossip.memory import InMemoryBroker
 from gossiprec.gossip.messages import Kind, ModelUpdate
-from gossiprec.gossip.protocol import GossipConfig, GossipProtocol
+from gossiprec.gossip.protocol import REPLY_WAIT_PERIODS, GossipConfig, GossipProtocol
 from gossiprec.node.node import model_config
 from gossiprec.node.privacy import (
     RESERVE,
@@ -198,7 +198,10 @@ def sent_rows(interacted: list[int]) -> list[dict[str, list[int]]]:
     carried = []
     for step in range(6):
         model.train_steps(2)
-        sends = protocol.tick(protocol.next_tick)
+        # No peer replies here: each round comes after the unanswered request is forgotten.
+        now = protocol.next_tick + REPLY_WAIT_PERIODS * config.period
+        protocol.peer_heard(b"p" * 16, now)
+        sends = protocol.tick(now)
         carried += [{k: v.tolist() for k, v in s.update.rows.items()} for s in sends]
         assert sends, step
     return carried
