@@ -324,8 +324,9 @@ def run_sim(args: argparse.Namespace) -> int:
     )
     if gossip["pace_highest"] > 1:
         print(
-            f"this machine could not keep up: updates were shed, so the periods were stretched "
-            f"up to {gossip['pace_highest']:.2f}x (at the end {gossip['pace_final']:.2f}x) "
+            f"this machine could not keep up: replies came late or updates were shed, so the "
+            f"periods were stretched up to {gossip['pace_highest']:.2f}x (at the end "
+            f"{gossip['pace_final']:.2f}x) "
             f"the requested --period {config.node.gossip.period:g} s"
         )
     attack = report["attack"]

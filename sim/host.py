@@ -91,6 +91,8 @@ class SeatStats:
     broker: str = ""  # HOST:PORT its node is connected to (or last tried)
     failovers: int = 0  # times its node moved to another broker of the cluster
     last_outage: float = 0.0  # seconds its node was without a broker before its latest connect
+    waited: int = 0  # gossip rounds its node skipped awaiting replies, over every incarnation
+    late: int = 0  # replies that came more than a period after the request, likewise
 
 
 @dataclass(frozen=True)
@@ -140,6 +142,8 @@ class Seat:
         self.merges_before = 0
         self.dropped_before = 0
         self.clipped_before = 0
+        self.waited_before = 0
+        self.late_before = 0
 
     def stats(self) -> SeatStats:
         node = self.node
@@ -158,6 +162,8 @@ class Seat:
             transport.stats.broker if transport else "",
             transport.stats.failovers if transport else 0,
             transport.stats.last_outage if transport else 0.0,
+            self.waited_before + (status.waited if status else 0),
+            self.late_before + (status.late if status else 0),
         )
 
 
@@ -330,6 +336,8 @@ class NodeHost:
                 status = node.gossip.status()
                 seat.merges_before += status.merged
                 seat.clipped_before += status.clipped
+                seat.waited_before += status.waited
+                seat.late_before += status.late
                 if isinstance(transport, LossyTransport):
                     seat.dropped_before += transport.dropped
                 self._rejected.update(node.gossip.rejected())

@@ -1,11 +1,14 @@
 """Pacing a simulation to the machine it runs on.
 
-All nodes of a simulation share one process. When it cannot keep up, model updates pile up in
-the nodes' inboxes and are shed (`inbox:overflow`): work wasted twice (sent, then dropped), and
-a node that sheds most of what it receives learns from few peers. A 943-node run that kept up
-at a 6 s period on one day shed updates at 6 s on a slower one. So the simulation stretches
-every node's gossip and training periods together (keeping merges per training round) while
-updates are being shed, and eases back towards the requested periods once they are not.
+All nodes of a simulation share one process. When it cannot keep up, replies come late (more
+than a period after their request: a node skips its rounds while its requests await them,
+gossip/protocol.py) and updates that still pile up in an inbox are shed (`inbox:overflow`).
+Either way the nodes gossip less often than asked while they still train on time, and a
+943-node run that kept up at a 6 s period on one day fell behind at 6 s on a slower one. So the
+simulation stretches every node's gossip and training periods together (keeping merges per
+training round) while replies come late or updates are shed, and eases back towards the
+requested periods once none do. Replies that never come (a peer's defence refused the request)
+say nothing about the pace and are not counted.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 WINDOW = 10.0  # seconds between decisions
-SHED_LIMIT = 0.01  # share of the window's merges that may be shed
+SHED_LIMIT = 0.01  # late replies and shed updates in a window, as a share of its merges
 STRETCH = 1.25
 EASE = 1.05
 MOST = 4.0
@@ -28,7 +31,8 @@ class Pacer:
     _merged: int = 0
 
     def update(self, now: float, shed: int, merged: int) -> bool:
-        """Feed the run's cumulative shed updates and merges; True when the factor changed."""
+        """Feed the run's cumulative late replies plus shed updates (`shed`) and merges; True
+        when the factor changed."""
         if now < self.due:
             return False
         self.due = now + WINDOW

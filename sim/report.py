@@ -76,6 +76,8 @@ def build_report(
             "dropped_messages": run.dropped_messages,
             "pace_highest": run.pace_highest,
             "pace_final": run.points[-1].pace,
+            "rounds_waited": run.rounds_waited,
+            "late_replies": run.late_replies,
             "rejected": run.rejected,
         },
         "attack": {

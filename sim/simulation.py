@@ -90,6 +90,8 @@ class SimRun:
     restarts: int = 0
     dropped_messages: int = 0
     pace_highest: float = 1.0  # the most the periods were stretched (see sim/pacing.py)
+    rounds_waited: int = 0  # gossip rounds skipped while requests awaited replies
+    late_replies: int = 0  # replies that came more than a period after their request
     rejected: dict[str, int] = field(default_factory=dict)
     final: Metrics | None = None
     hostile: list[int] = field(default_factory=list)  # the compromised nodes' seats
@@ -231,6 +233,9 @@ class Simulation:
         self.run.peak_rss_mb = sum(total.peak_rss_mb for total in totals)
         self.run.dropped_messages = sum(s.dropped for t in totals for s in t.seats.values())
         self.run.pace_highest = self.pacer.highest
+        seats = [seat for total in totals for seat in total.seats.values()]
+        self.run.rounds_waited = sum(seat.waited for seat in seats)
+        self.run.late_replies = sum(seat.late for seat in seats)
         return self.run
 
     async def _gossip(self) -> None:
@@ -309,8 +314,9 @@ class Simulation:
             return
         totals = await asyncio.gather(*(host.stats() for host in self.hosts))
         shed = sum(total.rejected.get("inbox:overflow", 0) for total in totals)
-        merged = sum(seat.merges for total in totals for seat in total.seats.values())
-        if self.pacer.update(now, shed, merged):
+        seats = [seat for total in totals for seat in total.seats.values()]
+        merged, late = sum(seat.merges for seat in seats), sum(seat.late for seat in seats)
+        if self.pacer.update(now, shed + late, merged):
             await asyncio.gather(*(host.pace(self.pacer.factor) for host in self.hosts))
 
     async def _faults(self, now: float, late: set[int]) -> None:
