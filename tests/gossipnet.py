@@ -103,7 +103,7 @@ def make_nodes(
     made = []
     for index in range(n):
         identity = admit(authority)
-        params = {"v": rng.normal(1.0, 1.0, shape).astype(np.float32)}
+        params: Arrays = {"v": rng.normal(1.0, 1.0, shape).astype(np.float32)}
         protocol = GossipProtocol(
             identity.node_id, params, config, random.Random(seed + index), time.time()
         )

@@ -71,8 +71,8 @@ def test_one_hostile_message_moves_a_node_at_most_the_clip_radius(
     """Huge values, alpha-1 replies, huge weights and inflated versions alike."""
     rng = np.random.default_rng(seed)
     node, _ = warmed(rng)
-    forged = {k: np.where(rng.random(v.shape) < 0.5, value, -value).astype(np.float32)
-              for k, v in node.params.items()}  # fmt: skip
+    forged: Arrays = {k: np.where(rng.random(v.shape) < 0.5, value, -value).astype(np.float32)
+                      for k, v in node.params.items()}  # fmt: skip
     attacker, at = node_id(99), 50.0
     node.peer_heard(attacker, at, version)
     update = ModelUpdate(kind, forged, weight, version, at)

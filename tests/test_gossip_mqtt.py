@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from gossiprec.crypto.authority import Authority
@@ -192,7 +193,7 @@ async def test_non_admitted_key_over_mosquitto_is_dropped_and_counted(
             )
         assert target.rejected()["beacon:certificate_foreign"] >= 1
         assert target.status().state_of(outsider.node_id) is None
-        assert float(abs(target.protocol.params["v"]).max()) < 100
+        assert float(np.abs(target.protocol.params["v"]).max()) < 100
 
 
 async def test_a_full_incoming_queue_drops_and_counts(mosquitto: Mosquitto) -> None:
