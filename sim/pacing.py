@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 WINDOW = 10.0  # seconds between decisions
-SHED_LIMIT = 0.01  # late replies and shed updates in a window, as a share of its merges
+BEHIND_LIMIT = 0.01  # late replies and shed updates in a window, as a share of its merges
 STRETCH = 1.25
 EASE = 1.05
 MOST = 4.0
@@ -27,21 +27,21 @@ class Pacer:
     factor: float = 1.0  # the periods in effect are the requested ones times this
     highest: float = 1.0
     due: float = WINDOW  # when the next decision is
-    _shed: int = 0
+    _behind: int = 0
     _merged: int = 0
 
-    def update(self, now: float, shed: int, merged: int) -> bool:
-        """Feed the run's cumulative late replies plus shed updates (`shed`) and merges; True
+    def update(self, now: float, behind: int, merged: int) -> bool:
+        """Feed the run's cumulative late replies plus shed updates (`behind`) and merges; True
         when the factor changed."""
         if now < self.due:
             return False
         self.due = now + WINDOW
-        shed_now, merged_now = shed - self._shed, merged - self._merged
-        self._shed, self._merged = shed, merged
+        behind_now, merged_now = behind - self._behind, merged - self._merged
+        self._behind, self._merged = behind, merged
         before = self.factor
-        if shed_now > SHED_LIMIT * max(merged_now, 100):
+        if behind_now > BEHIND_LIMIT * max(merged_now, 100):
             self.factor = min(MOST, self.factor * STRETCH)
-        elif shed_now == 0:
+        elif behind_now == 0:
             self.factor = max(1.0, self.factor / EASE)
         self.highest = max(self.highest, self.factor)
         return self.factor != before

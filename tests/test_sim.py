@@ -170,17 +170,17 @@ def test_late_joiners_are_judged_relative_to_centralized_on_their_own_users() ->
     assert even is not None and not even["reached"]
 
 
-def test_the_pacer_stretches_periods_while_updates_are_shed_and_eases_back() -> None:
+def test_the_pacer_stretches_periods_while_nodes_fall_behind_and_eases_back() -> None:
     pacer = Pacer()
-    assert not pacer.update(5.0, shed=500, merged=1000)  # decisions every 10 s
-    assert pacer.update(10.0, shed=50, merged=1000) and pacer.factor == 1.25  # 5% shed
-    assert not pacer.update(20.0, shed=55, merged=2000)  # 0.5% of this window's merges: hold
-    assert pacer.update(30.0, shed=55, merged=3000) and 1.0 < pacer.factor < 1.25  # none: ease
+    assert not pacer.update(5.0, behind=500, merged=1000)  # decisions every 10 s
+    assert pacer.update(10.0, behind=50, merged=1000) and pacer.factor == 1.25  # 5% behind
+    assert not pacer.update(20.0, behind=55, merged=2000)  # 0.5% of this window's merges: hold
+    assert pacer.update(30.0, behind=55, merged=3000) and 1.0 < pacer.factor < 1.25  # none: ease
     for second in range(40, 400, 10):  # a machine far too slow: stretched, but only so far
-        pacer.update(second, shed=second * 1000, merged=second * 10)
+        pacer.update(second, behind=second * 1000, merged=second * 10)
     assert pacer.factor == pacer.highest == MOST
     for second in range(400, 1400, 10):
-        pacer.update(second, shed=399_000, merged=second * 10)
+        pacer.update(second, behind=399_000, merged=second * 10)
     assert pacer.factor == 1.0 and pacer.highest == MOST
 
 
