@@ -231,9 +231,9 @@ class Simulation:
         self.run.wall_seconds = time.monotonic() - started
         # Every process's own peak, summed: an upper bound on the run's peak.
         self.run.peak_rss_mb = sum(total.peak_rss_mb for total in totals)
-        self.run.dropped_messages = sum(s.dropped for t in totals for s in t.seats.values())
-        self.run.pace_highest = self.pacer.highest
         seats = [seat for total in totals for seat in total.seats.values()]
+        self.run.dropped_messages = sum(seat.dropped for seat in seats)
+        self.run.pace_highest = self.pacer.highest
         self.run.rounds_waited = sum(seat.waited for seat in seats)
         self.run.late_replies = sum(seat.late for seat in seats)
         return self.run
