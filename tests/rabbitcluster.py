@@ -27,7 +27,7 @@ class RabbitNode:
         # Unique per run: a node left over from an interrupted run cannot take the name.
         self.name = f"gsr{index}_{os.getpid()}@localhost"
         self.folder = folder / f"gsr{index}"
-        self.amqp_port, self.mqtt_port, self.dist_port = free_port(), free_port(), free_port()
+        self.amqp_port = self.mqtt_port = self.dist_port = 0  # picked by start()
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -61,14 +61,31 @@ class RabbitNode:
     def ctl(self, *args: str, timeout: float = 120.0) -> str:
         return run("rabbitmqctl", "-n", self.name, *args, env=self.env(), timeout=timeout).stdout
 
-    def start(self) -> None:
-        log = (self.folder.parent / f"{self.folder.name}.out").open("ab")
-        self.process = subprocess.Popen(["rabbitmq-server"], env=self.env(), stdout=log,
-                                        stderr=log, cwd=self.folder,
-                                        start_new_session=True)  # fmt: skip
-        log.close()
-        eventually(lambda: self.ctl("await_startup", timeout=60) is not None or None, 180,
-                   f"{self.name} to start")  # fmt: skip
+    def start(self, attempts: int = 3) -> None:
+        """Boot the node. Its ports are picked just before, yet another process's connection can
+        take one meanwhile (loopback ports are shared with outgoing connections) and the VM then
+        exits while booting: it is started again on fresh ports."""
+        for attempt in range(1, attempts + 1):
+            self.amqp_port, self.mqtt_port, self.dist_port = free_port(), free_port(), free_port()
+            output = self.folder.parent / f"{self.folder.name}.out"
+            with output.open("ab") as log:
+                self.process = subprocess.Popen(["rabbitmq-server"], env=self.env(), stdout=log,
+                                                stderr=log, cwd=self.folder,
+                                                start_new_session=True)  # fmt: skip
+            if eventually(self._booted, 180, f"{self.name} to start"):
+                return
+            tail = output.read_text(errors="replace")[-1500:]
+            say(f"{self.name} exited while booting (attempt {attempt} of {attempts}):\n{tail}")
+            shutil.rmtree(self.folder / "mnesia", ignore_errors=True)
+        raise AssertionError(f"{self.name} did not boot in {attempts} attempts")
+
+    def _booted(self) -> bool | None:
+        """True once booted, False if the VM has exited, None (or an exception) while booting."""
+        assert self.process is not None
+        if self.process.poll() is not None:
+            return False
+        self.ctl("await_startup", timeout=60)
+        return True
 
     def kill(self) -> None:
         """SIGKILL the node's Erlang VM: a crash, not a clean stop. (Debian's wrapper starts it
