@@ -17,11 +17,15 @@ class FairLock:
         self._next_ticket = 0
         self._serving = 0
 
-    def acquire(self) -> None:
+    def acquire(self, blocking: bool = True) -> bool:
+        """Take the lock in turn; with blocking=False only if it is free and no one waits."""
         with self._turn:
+            if not blocking and self._serving != self._next_ticket:
+                return False
             ticket = self._next_ticket
             self._next_ticket += 1
             self._turn.wait_for(lambda: self._serving == ticket)
+            return True
 
     def release(self) -> None:
         with self._turn:

@@ -274,6 +274,19 @@ def test_the_fair_lock_serves_waiters_in_arrival_order() -> None:
     assert order == [0, 1, 2, 3]
 
 
+def test_the_fair_lock_is_taken_without_waiting_only_when_free_and_no_one_queues() -> None:
+    lock = FairLock()
+    assert lock.acquire(blocking=False)  # free: taken
+    assert not lock.acquire(blocking=False)  # held: refused at once, not queued
+    waiter = threading.Thread(target=lambda: (lock.acquire(), lock.release()))
+    waiter.start()
+    while lock._next_ticket != 2:  # the waiter queues
+        time.sleep(0.001)
+    lock.release()
+    waiter.join(5)
+    assert not waiter.is_alive() and lock.acquire(blocking=False)  # the queue drained: free
+
+
 async def test_catalogue_entries_over_the_control_api_survive_a_restart(tmp_path: Path) -> None:
     authority, broker = Authority.create(tmp_path / "ca", "unit"), InMemoryBroker()
     identity = admit(authority)
