@@ -278,7 +278,12 @@ def test_the_fair_lock_is_taken_without_waiting_only_when_free_and_no_one_queues
     lock = FairLock()
     assert lock.acquire(blocking=False)  # free: taken
     assert not lock.acquire(blocking=False)  # held: refused at once, not queued
-    waiter = threading.Thread(target=lambda: (lock.acquire(), lock.release()))
+
+    def wait_in_turn() -> None:
+        with lock:
+            pass
+
+    waiter = threading.Thread(target=wait_in_turn)
     waiter.start()
     while lock._next_ticket != 2:  # the waiter queues
         time.sleep(0.001)
