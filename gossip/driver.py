@@ -294,9 +294,9 @@ class GossipNode:
     async def _holding_lock(self, step: Callable[[], T]) -> T:
         """`step()` under the model lock: here if the lock is free, else in a worker thread, so
         the event loop, which every node of a simulation shares, never waits for a training
-        step. Done here, a merge and the opening and sealing around it cost less than handing
-        them to a thread (each hand-off is GIL switches: 100-130 us a round trip, more than
-        sealing 215 KB); AEAD releases the GIL, so training threads go on meanwhile."""
+        step. A tick or a merge, like the sealing and opening around it, costs less than a
+        hand-off to a thread (GIL switches: 100-130 us a round trip, more than sealing 215 KB);
+        AEAD releases the GIL, so training threads go on meanwhile."""
         if self.lock.acquire(blocking=False):
             try:
                 return step()
