@@ -42,10 +42,10 @@ class Pacer:
         behind_now, merged_now = behind - self._behind, merged - self._merged
         self._behind, self._merged = behind, merged
         before = self.factor
-        merged_now = max(merged_now, 100)  # a quiet window is judged as one of 100 merges
-        if behind_now > BEHIND_LIMIT * merged_now:
+        judged = max(merged_now, 100)  # a quiet window is judged as one of 100 merges
+        if behind_now > BEHIND_LIMIT * judged:
             self.factor = min(MOST, self.factor * STRETCH)
-        elif behind_now <= EASE_BELOW * merged_now:
+        elif behind_now <= EASE_BELOW * judged:
             self.factor = max(1.0, self.factor / EASE)
         self.highest = max(self.highest, self.factor)
         return self.factor != before
