@@ -47,6 +47,9 @@ class MqttConfig:
     max_packet_bytes: int = 4 * 1024 * 1024 + 65_536
     # More brokers of the same cluster, (host, port), tried in order after host:port fails.
     fallbacks: tuple[tuple[str, int], ...] = ()
+    # Seconds on a fallback before trying host:port again (0: stay): a broker that was slow
+    # to start or came back gets its nodes back, so a cluster's load stays spread.
+    failback: float = 0.0
 
     def __post_init__(self) -> None:
         if self.protocol not in (4, 5):
@@ -54,6 +57,8 @@ class MqttConfig:
         for _, port in self.endpoints:
             if not 0 < port < 65_536:
                 raise ValueError(f"port must lie in 1..65535, got {port}")
+        if self.failback < 0:
+            raise ValueError(f"failback must be >= 0 seconds, got {self.failback}")
 
     @property
     def endpoints(self) -> tuple[tuple[str, int], ...]:
@@ -106,15 +111,17 @@ class MqttTransport:
             await asyncio.wait_for(self._connected.wait(), timeout)
         return self.connected
 
-    def _make_client(self, host: str, port: int, identifier: str) -> aiomqtt.Client:
+    def _make_client(self, host: str, port: int, identifier: str, *,
+                     will: bool = True) -> aiomqtt.Client:  # fmt: skip
         version = (
             aiomqtt.ProtocolVersion.V5
             if self.config.protocol == 5
             else (aiomqtt.ProtocolVersion.V311)
         )
-        will = None
-        if self.will is not None:
-            will = aiomqtt.Will(self.will.topic, self.will.payload, qos=1, retain=self.will.retain)
+        last_will = None
+        if will and self.will is not None:
+            last_will = aiomqtt.Will(self.will.topic, self.will.payload, qos=1,
+                                     retain=self.will.retain)  # fmt: skip
         properties = None
         if self.config.protocol == 5:
             properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
@@ -122,7 +129,7 @@ class MqttTransport:
         return aiomqtt.Client(
             host, port, identifier=identifier,
             username=self.config.username, password=self.config.password, protocol=version,
-            will=will, keepalive=self.config.keepalive, timeout=self.config.timeout,
+            will=last_will, keepalive=self.config.keepalive, timeout=self.config.timeout,
             max_inflight_messages=self.config.max_inflight,
             socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
             # A session per connection: after a broker restart nothing stale is replayed.
@@ -167,13 +174,16 @@ class MqttTransport:
 
     async def _run(self) -> None:
         """Connect, subscribe, pump messages; on any loss, back off with jitter and retry, on the
-        next broker of the list if there are several."""
+        next broker of the list if there are several; from a fallback, move back to the first
+        broker once it answers again (`failback`)."""
         endpoints = self.config.endpoints
         current, last_connected = 0, None
         delay = self.config.backoff_initial
+        returning = False  # to the first broker, which answered again
         while True:
             host, port = endpoints[current]
             client = self._client_for(endpoints[current])
+            moved_back = False
             try:
                 async with client:
                     for topic in self.subscriptions:
@@ -182,7 +192,9 @@ class MqttTransport:
                     self._client = client
                     self._connected.set()
                     self.stats.connects += 1
-                    if last_connected not in (None, current):
+                    if returning:
+                        self.stats.failbacks += 1
+                    elif last_connected not in (None, current):
                         self.stats.failovers += 1
                     last_connected = current
                     if self.stats.down_since is not None:
@@ -190,8 +202,7 @@ class MqttTransport:
                     self.stats.down_since = None
                     delay = self.config.backoff_initial
                     log.info("%s connected to %s:%d", self.client_id, host, port)
-                    async for message in client.messages:
-                        self._accept(message)
+                    moved_back = await self._serve(client, on_fallback=current != 0)
             except aiomqtt.MqttError as error:
                 self.stats.last_error = str(error)
                 if refused(error):  # retrying will not help until someone fixes the login
@@ -206,11 +217,52 @@ class MqttTransport:
                 self._client = None
                 if self.stats.down_since is None:
                     self.stats.down_since = time.time()
+            returning = moved_back
+            if moved_back:
+                log.info("%s: the first broker answers again; moving back", self.client_id)
+                current = 0
+                continue
             current = (current + 1) % len(endpoints)
             await asyncio.sleep(delay * self._rng.uniform(0.5, 1.5))
             # The backoff grows once every broker of the list has failed in turn.
             if current == 0:
                 delay = min(self.config.backoff_max, delay * 2)
+
+    async def _serve(self, client: aiomqtt.Client, *, on_fallback: bool) -> bool:
+        """Pump the broker's messages until the link drops (MqttError) or, on a fallback with
+        failback set, until the first broker accepts a login again: then True."""
+        if not on_fallback or not self.config.failback:
+            await self._pump(client)
+            return False
+        pump = asyncio.ensure_future(self._pump(client))
+        probe = asyncio.ensure_future(self._first_broker_answers())
+        try:
+            await asyncio.wait({pump, probe}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (pump, probe):
+                task.cancel()
+            await asyncio.wait({pump, probe})
+        if not probe.cancelled() and probe.exception() is None:
+            return True
+        pump.result()  # the link dropped: its MqttError
+        return False
+
+    async def _pump(self, client: aiomqtt.Client) -> None:
+        async for message in client.messages:
+            self._accept(message)
+
+    async def _first_broker_answers(self) -> None:
+        """Return once the first broker accepts a login (no will, no subscription), trying
+        every `failback` seconds with jitter."""
+        host, port = self.config.endpoints[0]
+        while True:
+            await asyncio.sleep(self.config.failback * self._rng.uniform(0.75, 1.25))
+            probe = self._make_client(host, port, f"{self.client_id}-probe", will=False)
+            try:
+                async with asyncio.timeout(2 * self.config.timeout), probe:
+                    return
+            except (aiomqtt.MqttError, TimeoutError) as error:
+                log.debug("%s: the first broker still fails (%s)", self.client_id, error)
 
     def _accept(self, message: aiomqtt.Message) -> None:
         payload = message.payload

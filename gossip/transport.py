@@ -35,6 +35,7 @@ class TransportStats:
     down_since: float | None = None  # time.time() the link went down (or was made); None: up
     broker: str = ""  # HOST:PORT of the broker this link is on (or last tried)
     failovers: int = 0  # connects to another broker than the one before
+    failbacks: int = 0  # returns to the first broker once it answered again
     last_outage: float = 0.0  # seconds the link was down before its latest connect
     last_error: str = ""  # why the link last went down or failed to come up
 

@@ -135,6 +135,10 @@ class BrokerSettings(Section):
         "", secret=True, help="broker password (or GOSSIPREC_BROKER_PASSWORD_FILE)"
     )
     protocol: int = setting(5, _mqtt_version, help="4 = MQTT 3.1.1, 5 = MQTT 5")
+    failback: float = setting(
+        60.0, _between(0, DAY), help="seconds on a later broker of broker.urls before moving "
+        "back to the first once it answers (0: stay)"
+    )  # fmt: skip
 
     @property
     def addresses(self) -> list[str]:

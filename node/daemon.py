@@ -41,7 +41,7 @@ def mqtt_config(config: NodeConfig) -> MqttConfig:
                  for url in map(urlsplit, broker.addresses)]  # fmt: skip
     return MqttConfig(host=endpoints[0][0], port=endpoints[0][1], fallbacks=tuple(endpoints[1:]),
                       username=broker.username or None, password=broker.password or None,
-                      protocol=broker.protocol)  # fmt: skip
+                      protocol=broker.protocol, failback=broker.failback)  # fmt: skip
 
 
 async def import_csv(node: Node, path: Path) -> None:

@@ -399,6 +399,7 @@ class Node:
                 "connected": transport.connected,
                 "endpoint": transport.stats.broker,
                 "failovers": transport.stats.failovers,
+                "failbacks": transport.stats.failbacks,
                 "last_outage": transport.stats.last_outage,
                 "down_for": 0.0 if down_since is None else self._clock() - down_since,
                 "last_error": transport.stats.last_error,

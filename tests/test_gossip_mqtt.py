@@ -252,3 +252,29 @@ async def test_a_link_to_a_broker_cluster_fails_over_to_the_next_broker(tmp_path
             assert await link.publish(topic, b"still here")
             received = link.incoming()
             assert (await asyncio.wait_for(anext(received), 10)).payload == b"still here"
+
+
+async def test_a_link_moves_back_to_its_first_broker_once_it_answers_again() -> None:
+    from gossiprec.gossip.mqtt import MqttConfig, MqttTransport
+
+    topic = "gossiprec/test/failback"
+    with Mosquitto() as first, Mosquitto() as second:
+        first.kill()  # down when the link starts, as a cluster node still booting
+        config = MqttConfig(port=first.port, fallbacks=(("127.0.0.1", second.port),),
+                            backoff_initial=0.1, keepalive=5, failback=0.5)  # fmt: skip
+        link = MqttTransport(config, "returning", [topic])
+        async with link:
+            assert await link.wait_connected(20)
+            assert link.stats.broker == f"127.0.0.1:{second.port}"
+            first.start()
+            deadline = time.monotonic() + 30
+            while link.stats.failbacks == 0 and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            assert await link.wait_connected(20)
+            assert link.stats.broker == f"127.0.0.1:{first.port}"
+            assert (link.stats.failbacks, link.stats.failovers) == (1, 0)
+            # Subscriptions came along, and the link stays on the first broker.
+            assert await link.publish(topic, b"home again")
+            received = link.incoming()
+            assert (await asyncio.wait_for(anext(received), 10)).payload == b"home again"
+            assert link.stats.broker == f"127.0.0.1:{first.port}"
