@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import operator
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -278,3 +280,23 @@ async def test_a_link_moves_back_to_its_first_broker_once_it_answers_again() -> 
             received = link.incoming()
             assert (await asyncio.wait_for(anext(received), 10)).payload == b"home again"
             assert link.stats.broker == f"127.0.0.1:{first.port}"
+
+
+async def test_a_socket_closed_before_the_loop_watches_it_is_dropped_other_errors_pass() -> None:
+    from gossiprec.gossip.mqtt import _ClosedSocketRaces
+
+    loop = asyncio.get_running_loop()
+    seen: list[dict[str, object]] = []
+    loop.set_exception_handler(lambda _loop, context: seen.append(context))
+    _ClosedSocketRaces.install(loop)
+    _ClosedSocketRaces.install(loop)  # once per loop, however many links start on it
+    closed = socket.socket()
+    fd = closed.fileno()
+    closed.close()
+    # aiomqtt's race: paho asks to watch a socket that a disconnect closed in between.
+    loop.call_soon(loop.add_writer, fd, lambda: None)
+    loop.call_soon(operator.truediv, 1, 0)  # any other error still reaches the earlier handler
+    deadline = time.monotonic() + 10
+    while not seen and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+    assert [type(context["exception"]) for context in seen] == [ZeroDivisionError]
