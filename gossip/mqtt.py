@@ -268,12 +268,12 @@ class MqttTransport:
         pump = asyncio.ensure_future(self._pump(client))
         probe = asyncio.ensure_future(self._first_broker_answers())
         try:
-            await asyncio.wait({pump, probe}, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait({pump, probe}, return_when=asyncio.FIRST_COMPLETED)
         finally:
             for task in (pump, probe):
                 task.cancel()
             await asyncio.wait({pump, probe})
-        if not probe.cancelled() and probe.exception() is None:
+        if probe in done:
             return True
         pump.result()  # the link dropped: its MqttError
         return False
@@ -292,8 +292,8 @@ class MqttTransport:
             try:
                 async with asyncio.timeout(2 * self.config.timeout), probe:
                     return
-            except (aiomqtt.MqttError, TimeoutError) as error:
-                log.debug("%s: the first broker still fails (%s)", self.client_id, error)
+            except Exception as error:  # whatever the failure, the first broker is not back
+                log.debug("%s: the first broker still fails (%r)", self.client_id, error)
 
     def _accept(self, message: aiomqtt.Message) -> None:
         payload = message.payload
