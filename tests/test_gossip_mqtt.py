@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,7 @@ import pytest
 from gossiprec.crypto.authority import Authority
 from gossiprec.crypto.files import write_atomic
 from gossiprec.gossip.membership import MembershipConfig, PeerState
+from gossiprec.gossip.mqtt import MqttConfig, MqttTransport, _ClosedSocketRaces
 from gossiprec.sim.broker import Mosquitto
 from tests.gossipnet import FAST, admit, make_nodes, mqtt_factory, running
 
@@ -135,8 +137,6 @@ async def test_node_dying_uncleanly_leaves_live_views_within_the_dead_timeout(
 
 
 async def test_a_cancel_arriving_as_a_publish_completes_is_not_lost(mosquitto: Mosquitto) -> None:
-    from gossiprec.gossip.mqtt import MqttConfig, MqttTransport
-
     async with MqttTransport(MqttConfig(port=mosquitto.port), "canceller", []) as link:
         assert await link.wait_connected(10)
 
@@ -163,7 +163,6 @@ async def test_non_admitted_key_over_mosquitto_is_dropped_and_counted(
     from gossiprec.gossip.codec import Codec, encode
     from gossiprec.gossip.driver import last_will, subscriptions
     from gossiprec.gossip.messages import Kind, ModelUpdate
-    from gossiprec.gossip.mqtt import MqttConfig, MqttTransport
 
     authority = Authority.create(tmp_path / "ca", "guarded")
     outsider = admit(Authority.create(tmp_path / "evil", "guarded"))  # same name, other CA
@@ -199,8 +198,6 @@ async def test_non_admitted_key_over_mosquitto_is_dropped_and_counted(
 
 
 async def test_a_full_incoming_queue_drops_and_counts(mosquitto: Mosquitto) -> None:
-    from gossiprec.gossip.mqtt import MqttConfig, MqttTransport
-
     topic = "gossiprec/test/flood"
     slow = MqttTransport(MqttConfig(port=mosquitto.port, queue_size=3), "slow", [topic])
     fast = MqttTransport(MqttConfig(port=mosquitto.port), "fast", [])
@@ -218,8 +215,6 @@ async def test_a_full_incoming_queue_drops_and_counts(mosquitto: Mosquitto) -> N
 
 
 async def test_an_mqtt5_node_never_reads_a_packet_over_its_limit(mosquitto: Mosquitto) -> None:
-    from gossiprec.gossip.mqtt import MqttConfig, MqttTransport
-
     node = MqttTransport(MqttConfig(port=mosquitto.port, protocol=5), "node", ["g/#"])
     sender = MqttTransport(MqttConfig(port=mosquitto.port), "sender", [])
     async with node as rx, sender as tx:
@@ -233,58 +228,58 @@ async def test_an_mqtt5_node_never_reads_a_packet_over_its_limit(mosquitto: Mosq
         assert rx.stats.bytes_in < 1_000_000
 
 
-async def test_a_link_to_a_broker_cluster_fails_over_to_the_next_broker(tmp_path: Path) -> None:
-    from gossiprec.gossip.mqtt import MqttConfig, MqttTransport
+def _roaming_link(first: Mosquitto, second: Mosquitto, name: str, topic: str,
+                  failback: float = 0.0) -> MqttTransport:  # fmt: skip
+    """A link on `first` with `second` as its fallback, subscribed to `topic`."""
+    config = MqttConfig(port=first.port, fallbacks=(("127.0.0.1", second.port),),
+                        backoff_initial=0.1, keepalive=5, failback=failback)  # fmt: skip
+    return MqttTransport(config, name, [topic])
 
+
+async def _arrives(link: MqttTransport, topic: str, payload: bytes) -> bool:
+    """Does a message the link publishes on `topic` come back to it (its subscription holds)?"""
+    assert await link.publish(topic, payload)
+    return (await asyncio.wait_for(anext(link.incoming()), 10)).payload == payload
+
+
+async def _until(condition: Callable[[], bool], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition() and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+
+
+async def test_a_link_to_a_broker_cluster_fails_over_to_the_next_broker(tmp_path: Path) -> None:
     topic = "gossiprec/test/failover"
     with Mosquitto() as first, Mosquitto() as second:
-        config = MqttConfig(port=first.port, fallbacks=(("127.0.0.1", second.port),),
-                            backoff_initial=0.1, keepalive=5)  # fmt: skip
-        link = MqttTransport(config, "roaming", [topic])
-        async with link:
+        async with _roaming_link(first, second, "roaming", topic) as link:
             assert await link.wait_connected(10)
             assert link.stats.broker == f"127.0.0.1:{first.port}"
             first.kill()
-            deadline = time.monotonic() + 20
-            while link.stats.failovers == 0 and time.monotonic() < deadline:
-                await asyncio.sleep(0.05)
+            await _until(lambda: link.stats.failovers > 0, 20)
             assert link.stats.broker == f"127.0.0.1:{second.port}" and link.connected
             assert link.stats.failovers == 1 and 0 < link.stats.last_outage < 10
             # Subscriptions came along: a message published on the second broker arrives.
-            assert await link.publish(topic, b"still here")
-            received = link.incoming()
-            assert (await asyncio.wait_for(anext(received), 10)).payload == b"still here"
+            assert await _arrives(link, topic, b"still here")
 
 
 async def test_a_link_moves_back_to_its_first_broker_once_it_answers_again() -> None:
-    from gossiprec.gossip.mqtt import MqttConfig, MqttTransport
-
     topic = "gossiprec/test/failback"
     with Mosquitto() as first, Mosquitto() as second:
         first.kill()  # down when the link starts, as a cluster node still booting
-        config = MqttConfig(port=first.port, fallbacks=(("127.0.0.1", second.port),),
-                            backoff_initial=0.1, keepalive=5, failback=0.5)  # fmt: skip
-        link = MqttTransport(config, "returning", [topic])
-        async with link:
+        async with _roaming_link(first, second, "returning", topic, failback=0.5) as link:
             assert await link.wait_connected(20)
             assert link.stats.broker == f"127.0.0.1:{second.port}"
             first.start()
-            deadline = time.monotonic() + 30
-            while link.stats.failbacks == 0 and time.monotonic() < deadline:
-                await asyncio.sleep(0.05)
+            await _until(lambda: link.stats.failbacks > 0, 30)
             assert await link.wait_connected(20)
             assert link.stats.broker == f"127.0.0.1:{first.port}"
             assert (link.stats.failbacks, link.stats.failovers) == (1, 0)
             # Subscriptions came along, and the link stays on the first broker.
-            assert await link.publish(topic, b"home again")
-            received = link.incoming()
-            assert (await asyncio.wait_for(anext(received), 10)).payload == b"home again"
+            assert await _arrives(link, topic, b"home again")
             assert link.stats.broker == f"127.0.0.1:{first.port}"
 
 
 async def test_a_socket_closed_before_the_loop_watches_it_is_dropped_other_errors_pass() -> None:
-    from gossiprec.gossip.mqtt import _ClosedSocketRaces
-
     loop = asyncio.get_running_loop()
     seen: list[dict[str, object]] = []
     loop.set_exception_handler(lambda _loop, context: seen.append(context))
