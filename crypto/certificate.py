@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import hashlib
 from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidSignature
@@ -40,9 +42,16 @@ class Certificate:
                 "certificate has an empty network, an empty validity or a negative serial"
             )
 
-    @property
+    # Cached: a sender looks its recipient's key id up, and a receiver checks its sender's
+    # certificate, on every message.
+    @functools.cached_property
     def encryption_key_id(self) -> bytes:
         return key_id_of(self.encryption_public)
+
+    @functools.cached_property
+    def digest(self) -> bytes:
+        """SHA-256 of the encoded certificate, signature included."""
+        return hashlib.sha256(self.encode()).digest()
 
     def body(self) -> bytes:
         return pack(

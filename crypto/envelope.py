@@ -4,16 +4,17 @@ message.
 Pattern: the signed-prekey key agreement of Signal's X3DH (without one-time prekeys), one way.
 A receiver announces a short-lived X25519 prekey in its signed beacons (crypto/prekey.py). A
 sender opens a session to (recipient, prekey) with a fresh ephemeral X25519 key e:
-  opening = msgpack [sender, recipient, recipient_key_id, prekey, session, e_public]
+  opening = msgpack [sender, recipient, recipient_key_id, prekey, session, e_public, aead]
   info    = context || network || opening, signed once by the sender (Ed25519)
   key     = HKDF-SHA256(DH(e, prekey) || DH(e, recipient's certified key), info)
-Each message is one ChaCha20-Poly1305 under the key, its nonce the session's message counter,
-its associated data the whole header. Every header repeats the opening and its signature (about
-190 bytes), so a receiver that missed the first message or restarted needs nothing else; it
-verifies the signature and derives the key once per session.
+Each message is one AEAD under the key (AES-256-GCM or ChaCha20-Poly1305, the sender's pick: see
+crypto/aead.py), its nonce the session's message counter, its associated data the whole header.
+Every header repeats the opening and its signature (about 190 bytes), so a receiver that missed
+the first message or restarted needs nothing else; it verifies the signature and derives the key
+once per session.
 
-Wire form (msgpack): [2, header, ciphertext]
-  header = msgpack [2, sender, recipient, key_id, prekey, session, e_public, signature,
+Wire form (msgpack): [3, header, ciphertext]
+  header = msgpack [3, sender, recipient, key_id, prekey, session, e_public, aead, signature,
                     counter, kind, time_ms]
 
 What holds (tests/test_crypto_envelope.py):
@@ -44,9 +45,10 @@ from typing import Any
 from cryptography.exceptions import InvalidSignature, InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ed25519, x25519
-from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from gossiprec.crypto import aead as aeads
+from gossiprec.crypto.aead import Aead
 from gossiprec.crypto.certificate import Certificate
 from gossiprec.crypto.errors import CertificateError, EnvelopeError, Rejection, SealError
 from gossiprec.crypto.keys import KEY_ID_BYTES, NODE_ID_BYTES, NodeKeys, raw_public
@@ -55,14 +57,14 @@ from gossiprec.crypto.replay import MAX_SEQ, ReplayWindow, SequenceCounter
 from gossiprec.crypto.trust import TrustStore
 from gossiprec.crypto.wire import pack, pack_with_tail, unpack, unpack_with_tail, whole
 
-VERSION = 2
+VERSION = 3
 SIGNATURE_BYTES = 64
 DEFAULT_MAX_BYTES = 4 * 1024 * 1024
 DEFAULT_MAX_SKEW = 300.0  # seconds of clock difference tolerated between nodes
 REKEY_MESSAGES = 1 << 20
 REKEY_SECONDS = 900.0
 SESSIONS_PER_SENDER = 2  # the newest and the one before it, for messages in flight at a rekey
-_CONTEXT = b"gossiprec/session/v2\x00"
+_CONTEXT = b"gossiprec/session/v3\x00"
 
 CertificateLookup = Callable[[bytes], Certificate | None]
 
@@ -75,35 +77,42 @@ class Header:
     prekey: bytes
     session: int
     ephemeral: bytes
+    aead: int
     signature: bytes
     counter: int
     kind: int
     time_ms: int
 
+    @property
+    def fixed(self) -> tuple[bytes, bytes, bytes, bytes, int, bytes, int]:
+        """The part of the header fixed for the session."""
+        return (self.sender, self.recipient, self.recipient_key_id, self.prekey, self.session,
+                self.ephemeral, self.aead)  # fmt: skip
+
     def opening(self) -> bytes:
-        """The part of the header fixed for the session, as signed."""
-        return pack([self.sender, self.recipient, self.recipient_key_id, self.prekey,
-                     self.session, self.ephemeral])  # fmt: skip
+        """The fixed part as signed."""
+        return pack(list(self.fixed))
 
     @classmethod
     def decode(cls, data: bytes) -> Header:
         fields = unpack(data, max_size=512)
-        if not isinstance(fields, list) or len(fields) != 11:
+        if not isinstance(fields, list) or len(fields) != 12:
             raise ValueError("header fields")
-        version, sender, recipient, key_id, prekey, session, ephemeral, signature = fields[:8]
-        counter, kind, time_ms = fields[8:]
+        version, sender, recipient, key_id, prekey, session, ephemeral, aead = fields[:8]
+        signature, counter, kind, time_ms = fields[8:]
         valid = (
             whole(version, VERSION, VERSION)
             and _bytes(sender, NODE_ID_BYTES) and _bytes(recipient, NODE_ID_BYTES)
             and _bytes(key_id, KEY_ID_BYTES) and _bytes(prekey, PREKEY_BYTES)
             and whole(session, 0, MAX_SEQ) and _bytes(ephemeral, 32)
+            and type(aead) is int and aead in aeads.NAMES
             and _bytes(signature, SIGNATURE_BYTES) and whole(counter, 0, MAX_SEQ)
             and whole(kind, 0, 255) and whole(time_ms)
         )  # fmt: skip
         if not valid:
             raise ValueError("bad header fields")
-        return cls(sender, recipient, key_id, prekey, session, ephemeral, signature, counter,
-                   kind, time_ms)  # fmt: skip
+        return cls(sender, recipient, key_id, prekey, session, ephemeral, aead, signature,
+                   counter, kind, time_ms)  # fmt: skip
 
 
 def _bytes(value: object, size: int) -> bool:
@@ -124,7 +133,7 @@ def _info(network: str, opening: bytes) -> bytes:
 def _session_key(ephemeral: x25519.X25519PrivateKey | x25519.X25519PublicKey,
                  prekey: x25519.X25519PrivateKey | x25519.X25519PublicKey,
                  static: x25519.X25519PrivateKey | x25519.X25519PublicKey,
-                 info: bytes) -> ChaCha20Poly1305:  # fmt: skip
+                 aead: int, info: bytes) -> Aead:  # fmt: skip
     """Both sides of the key agreement: the sender passes (e, prekey public, static public),
     the receiver (e public, prekey private, static private)."""
     if isinstance(ephemeral, x25519.X25519PrivateKey):
@@ -136,7 +145,7 @@ def _session_key(ephemeral: x25519.X25519PrivateKey | x25519.X25519PublicKey,
         assert isinstance(static, x25519.X25519PrivateKey)
         shared = prekey.exchange(ephemeral) + static.exchange(ephemeral)
     key = HKDF(hashes.SHA256(), 32, salt=None, info=info).derive(shared)
-    return ChaCha20Poly1305(key)
+    return aeads.cipher(aead, key)
 
 
 def _nonce(counter: int) -> bytes:
@@ -148,19 +157,21 @@ class _Outbound:
     prekey: bytes
     key_id: bytes
     head: list[Any]  # the header's fixed fields: version, opening, signature
-    aead: ChaCha20Poly1305
+    aead: Aead
     started: float
     counter: int = 0
 
 
 class Sealer:
     """Seals one node's messages, one session per recipient; session numbers come from a
-    durable counter (never reused, also after a crash)."""
+    durable counter (never reused, also after a crash); `aead` is the sessions' cipher, by
+    default the faster one on this machine."""
 
     def __init__(self, keys: NodeKeys, network: str, numbers: SequenceCounter, *,
-                 rekey_messages: int = REKEY_MESSAGES,
-                 rekey_seconds: float = REKEY_SECONDS) -> None:  # fmt: skip
+                 rekey_messages: int = REKEY_MESSAGES, rekey_seconds: float = REKEY_SECONDS,
+                 aead: int | None = None) -> None:  # fmt: skip
         self._keys = keys
+        self.aead = aeads.fastest() if aead is None else aead
         self._network = network
         self._numbers = numbers
         self._rekey_messages = rekey_messages
@@ -195,12 +206,12 @@ class Sealer:
     def _start(self, recipient: Certificate, prekey: bytes, now: float) -> _Outbound:
         ephemeral = x25519.X25519PrivateKey.generate()
         fields = [self._keys.node_id, recipient.node_id, recipient.encryption_key_id, prekey,
-                  self._numbers.next(), raw_public(ephemeral.public_key())]  # fmt: skip
+                  self._numbers.next(), raw_public(ephemeral.public_key()), self.aead]  # fmt: skip
         info = _info(self._network, pack(fields))
         try:
             aead = _session_key(ephemeral, x25519.X25519PublicKey.from_public_bytes(prekey),
                                 x25519.X25519PublicKey.from_public_bytes(
-                                    recipient.encryption_public), info)  # fmt: skip
+                                    recipient.encryption_public), self.aead, info)  # fmt: skip
         except ValueError as error:  # a low-order point: no shared secret
             raise SealError(f"recipient {recipient.node_id.hex()}: {error}") from None
         signature = self._keys.signing.sign(info)
@@ -211,10 +222,10 @@ class Sealer:
 
 @dataclass
 class _Inbound:
-    opening: bytes
+    fixed: tuple[bytes, bytes, bytes, bytes, int, bytes, int]  # Header.fixed
     prekey: bytes
     certificate: Certificate
-    aead: ChaCha20Poly1305
+    aead: Aead
     window: ReplayWindow
 
 
@@ -271,10 +282,9 @@ class Opener:
             raise Rejection("clock_skew")
         if self._prekeys.private(header.prekey) is None:
             raise Rejection("unknown_prekey")  # an earlier run's, or rotated out
-        opening = header.opening()
         cached = self._sessions.get((header.sender, header.session))
-        fits = cached is not None and cached.opening == opening
-        session = cached if cached is not None and fits else self._establish(header, opening)
+        fits = cached is not None and cached.fixed == header.fixed
+        session = cached if cached is not None and fits else self._establish(header)
         new = session is not cached
         try:
             self._trust.check(session.certificate, now)
@@ -291,7 +301,7 @@ class Opener:
             self._remember(header.sender, header.session, session)
         return Opened(header.sender, header, payload)
 
-    def _establish(self, header: Header, opening: bytes) -> _Inbound:
+    def _establish(self, header: Header) -> _Inbound:
         """Check a session's opening and derive its key: once per session."""
         held = self._held.get(header.sender, [])
         if header.session < self._floor.get(header.sender, 0) or (
@@ -306,7 +316,7 @@ class Opener:
         cert = self._certificates(header.sender)
         if cert is None:
             raise Rejection("unknown_sender")
-        info = _info(self._trust.network, opening)
+        info = _info(self._trust.network, header.opening())
         try:
             public = ed25519.Ed25519PublicKey.from_public_bytes(cert.signing_public)
             public.verify(header.signature, info)
@@ -316,10 +326,10 @@ class Opener:
         assert prekey is not None  # checked by the caller
         try:
             ephemeral = x25519.X25519PublicKey.from_public_bytes(header.ephemeral)
-            aead = _session_key(ephemeral, prekey, static, info)
+            aead = _session_key(ephemeral, prekey, static, header.aead, info)
         except ValueError:  # a low-order point, signed by an admitted peer
             raise Rejection("key_agreement") from None
-        return _Inbound(opening, header.prekey, cert, aead, ReplayWindow())
+        return _Inbound(header.fixed, header.prekey, cert, aead, ReplayWindow())
 
     def _remember(self, sender: bytes, number: int, session: _Inbound) -> None:
         """Keep a sender's newest sessions; older ones are refused from now on."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import threading
 from pathlib import Path
@@ -38,7 +37,7 @@ class TrustStore:
         """Raise CertificateError unless cert is this network's, signed, current and unrevoked."""
         if cert.network != self.network:
             raise CertificateError(f"certificate is for network {cert.network!r}", "foreign")
-        digest = hashlib.sha256(cert.encode()).digest()
+        digest = cert.digest
         if digest not in self._verified:
             try:
                 cert.verify(self._ca_key)

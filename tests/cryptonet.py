@@ -36,6 +36,7 @@ class Network:
     authority: Authority
     folder: Path
     members: dict[str, Member] = field(default_factory=dict)
+    aead: int | None = None  # the sessions' cipher (crypto/aead.py); None: this machine's pick
 
     def add(self, name: str, *, not_after: int | None = None) -> Member:
         keys = NodeKeys.generate()
@@ -58,7 +59,7 @@ class Network:
     def sealer(self, name: str) -> Sealer:
         member = self.members[name]
         counter = SequenceCounter(member.folder / "seq", block=16)
-        return Sealer(member.keys, self.authority.network, counter)
+        return Sealer(member.keys, self.authority.network, counter, aead=self.aead)
 
     def opener(self, name: str, trust: TrustStore | None = None,
                max_bytes: int = DEFAULT_MAX_BYTES) -> Opener:  # fmt: skip
@@ -71,10 +72,9 @@ class Network:
         return sealer.seal(payload, recipient.cert, recipient.prekey, kind, now)
 
 
-def make_network(
-    folder: Path, name: str = "demo", nodes: tuple[str, ...] = ("a", "b", "c")
-) -> Network:
-    network = Network(Authority.create(folder / f"ca-{name}", name), folder)
+def make_network(folder: Path, name: str = "demo", nodes: tuple[str, ...] = ("a", "b", "c"),
+                 aead: int | None = None) -> Network:  # fmt: skip
+    network = Network(Authority.create(folder / f"ca-{name}", name), folder, aead=aead)
     for node in nodes:
         network.add(node)
     return network

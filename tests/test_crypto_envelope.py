@@ -7,20 +7,22 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from gossiprec.crypto.aead import AES_256_GCM, CHACHA20_POLY1305, NAMES, fastest
 from gossiprec.crypto.certificate import Certificate, RevocationList
 from gossiprec.crypto.envelope import SESSIONS_PER_SENDER, Header, Opener, Sealer
 from gossiprec.crypto.errors import CertificateError, EnvelopeError, SealError
 from gossiprec.crypto.prekey import Prekeys
 from gossiprec.crypto.replay import WINDOW, ReplayWindow, SequenceCounter
-from gossiprec.crypto.wire import pack, unpack
+from gossiprec.crypto.wire import pack, pack_with_tail, unpack
 from tests.cryptonet import Network, make_network
 
 KIND_MODEL = 1
 
 
-@pytest.fixture
-def net(tmp_path: Path) -> Network:
-    return make_network(tmp_path)
+@pytest.fixture(params=[CHACHA20_POLY1305, AES_256_GCM], ids=NAMES.get)
+def net(tmp_path: Path, request: pytest.FixtureRequest) -> Network:
+    """Every property holds whichever AEAD the sender's sessions use."""
+    return make_network(tmp_path, aead=request.param)
 
 
 def header_of(sealed: bytes) -> Header:
@@ -36,6 +38,28 @@ def test_round_trip_delivers_payload_sender_and_header(net: Network) -> None:
     assert opened.header.kind == KIND_MODEL and opened.header.counter == 0
     assert opened.header.session >= int((now - 60) * 1_000_000)  # numbers start at the clock
     assert b"item embeddings" not in sealed  # the broker sees ciphertext only
+
+
+def test_a_receiver_opens_either_aead_and_a_sender_picks_this_machines_faster(
+    tmp_path: Path,
+) -> None:
+    net = make_network(tmp_path)
+    assert net.sealer("a").aead == fastest() in NAMES
+    opener, now = net.opener("b"), time.time()
+    for aead in NAMES:
+        net.aead = aead
+        sealed = net.seal(net.sealer("a"), b"either", "b", now)
+        opened = opener.open(sealed, now)
+        assert opened.payload == b"either" and opened.header.aead == aead
+        # The id is signed: the same frame claiming the other cipher does not open.
+        other = next(a for a in NAMES if a != aead)
+        version, header, ciphertext = unpack(sealed, max_size=1 << 24)
+        fields = unpack(header, max_size=512)
+        fields[7] = other
+        fresh = net.opener("b")  # the established one refuses any other opening ("reopened")
+        with pytest.raises(EnvelopeError):
+            fresh.open(pack_with_tail([version, pack(fields)], ciphertext), now)
+        assert fresh.rejected == {"signature": 1}
 
 
 def test_every_single_byte_flip_is_rejected(net: Network) -> None:
@@ -263,7 +287,7 @@ def test_mutated_envelopes_raise_only_the_opaque_error(
 
 
 @given(
-    head=st.lists(st.one_of(st.integers(0, 2**40), st.binary(max_size=300)), max_size=14),
+    head=st.lists(st.one_of(st.integers(0, 127), st.binary(max_size=70_000)), max_size=14),
     tail=st.binary(max_size=70_000),
 )
 @settings(max_examples=200, deadline=None)
@@ -271,9 +295,19 @@ def test_pack_with_tail_is_exactly_msgpack(head: list[object], tail: bytes) -> N
     from gossiprec.crypto.wire import pack_with_tail, unpack, unpack_with_tail
 
     framed = pack_with_tail(list(head), tail)
-    assert unpack(framed, max_size=10**6) == [*head, tail]
-    items, view = unpack_with_tail(framed, head=len(head), max_size=10**6, max_head_bytes=8_192)
+    assert unpack(framed, max_size=10**7) == [*head, tail]
+    items, view = unpack_with_tail(framed, head=len(head), max_size=10**7, max_head_bytes=10**7)
     assert items == list(head) and bytes(view) == tail
+
+
+@pytest.mark.parametrize("item", [128, -1, True, None, 1.5, "text", [1]])
+def test_unpack_with_tail_refuses_head_items_other_than_small_integers_and_bytes(
+    item: object,
+) -> None:
+    from gossiprec.crypto.wire import pack_with_tail, unpack_with_tail
+
+    with pytest.raises(ValueError, match="neither a small integer nor bytes"):
+        unpack_with_tail(pack_with_tail([item], b"tail"), head=1, max_size=100)
 
 
 @given(data=st.binary(max_size=64), head=st.integers(0, 3))
@@ -304,7 +338,7 @@ def test_an_envelope_whose_version_is_a_boolean_is_not_taken_for_version_1(net: 
     # version belongs opened (the same message, but parsing must be strict about types).
     now = time.time()
     sealed = net.seal(net.sealer("a"), b"x", "b", now)
-    assert sealed[:2] == b"\x93\x02"  # [2, header, ciphertext]
+    assert sealed[:2] == b"\x93\x03"  # [3, header, ciphertext]
     with pytest.raises(EnvelopeError):
         net.opener("b").open(b"\x93\xc3" + sealed[2:], now)
 
