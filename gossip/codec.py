@@ -1,7 +1,10 @@
 """Tensor codec for model updates: msgpack, a dtype allowlist, and every size checked first.
 
-An array travels as {"dtype", "shape", "data"} plus, for int8, per-row float32 "scales", and,
-for the sparse variant, int32 "rows" (the row indices carried). Codecs:
+A message is the arrays' bytes, each starting 8-byte aligned, then a msgpack map that describes
+them ({"dtype", "shape"} per array plus, for int8, per-row float32 "scales", and, for the sparse
+variant, int32 "rows": the row indices carried), then that map's length (4 bytes, big-endian).
+So a sender copies each array once, and a receiver's arrays are aligned read-only views into the
+message it decrypted, not copies. Codecs:
 
 - float32: exact.
 - float16: |error| <= 2^-11 * |x| for |x| in float16's normal range (up to 65504).
@@ -10,8 +13,9 @@ for the sparse variant, int32 "rows" (the row indices carried). Codecs:
   which items the sender's users touched), each row encoded with the inner codec; rows not
   carried are simply not merged by the receiver.
 
-Decoding never trusts a length or a shape: the message size is checked before parsing, and each
-array's byte length must equal its shape times its dtype size before an array is built.
+Decoding never trusts a length or a shape: the message size is checked before parsing, each
+array's bytes (its shape times its dtype size) must lie inside the message before an array is
+built, and together the arrays must account for every byte before the description.
 """
 
 from __future__ import annotations
@@ -33,6 +37,11 @@ _DTYPES: dict[str, np.dtype[Any]] = {
 }  # fmt: skip
 MAX_ARRAYS = 16
 MAX_NAME = 64
+MAX_META_BYTES = 16 * 1024  # the description: names, shapes and scalars, never array data
+ALIGN = 8
+_ARRAY_FIELDS = {"dtype", "shape", "scales", "rows", "total"}
+_FIELDS = {"k", "w", "v", "t", "c", "a", "m", "r"}
+_KINDS = frozenset(Kind)
 DEFAULT_MAX_BYTES = 4 * 1024 * 1024
 
 
@@ -86,40 +95,49 @@ def select_rows(n: int, fraction: float, cursor: int) -> tuple[RowIndex, int]:
 
 def encode(update: ModelUpdate, codec: Codec, stats: CodecStats | None = None) -> bytes:
     arrays: dict[str, Any] = {}
+    segments: list[np.ndarray] = []
     for name, array in update.params.items():
         rows = None
         if codec.sparse:
             rows = update.rows.get(name, np.arange(len(array), dtype=np.int32))
         values = array if rows is None else array[rows]
-        arrays[name] = _encode_array(values, codec.inner)
+        arrays[name] = _encode_array(values, codec.inner, segments)
         if rows is not None:
-            arrays[name]["rows"] = _raw(np.asarray(rows, dtype="<i4"))
+            arrays[name]["rows"] = _segment(np.asarray(rows, dtype="<i4"), segments)
             arrays[name]["total"] = len(array)
-    data = pack({"k": int(update.kind), "w": float(update.weight), "v": int(update.version),
+    meta = pack({"k": int(update.kind), "w": float(update.weight), "v": int(update.version),
                  "t": float(update.sent_at), "c": codec.name, "a": arrays,
                  "m": float(update.alpha), "r": float(update.reply_to)})  # fmt: skip
+    parts: list[Any] = []
+    for segment in segments:  # views: the arrays are copied once, here
+        parts += [segment.data.cast("B"), bytes(_padding(segment.nbytes))]
+    data = b"".join([*parts, meta, len(meta).to_bytes(4, "big")])
     if stats is not None:
         stats.bytes_sent[codec.name] += len(data)
         stats.messages_sent[codec.name] += 1
     return data
 
 
-def _raw(array: np.ndarray) -> dict[str, Any]:
-    # A view of the bytes, not a copy: msgpack copies them into the message once.
-    data = np.ascontiguousarray(array).data.cast("B")
-    return {"dtype": array.dtype.str, "shape": list(array.shape), "data": data}
+def _padding(size: int) -> int:
+    return -size % ALIGN
 
 
-def _encode_array(array: FloatArray, codec: str) -> dict[str, Any]:
+def _segment(array: np.ndarray, segments: list[np.ndarray]) -> dict[str, Any]:
+    segments.append(np.ascontiguousarray(array))
+    return {"dtype": array.dtype.str, "shape": list(array.shape)}
+
+
+def _encode_array(array: FloatArray, codec: str, segments: list[np.ndarray]) -> dict[str, Any]:
     if codec == "float32":
-        return _raw(array.astype("<f4", copy=False))
+        return _segment(array.astype("<f4", copy=False), segments)
     if codec == "float16":
-        return _raw(array.astype("<f2", copy=False))
+        return _segment(array.astype("<f2", copy=False), segments)
     rows = array.reshape(len(array), -1) if array.ndim > 1 else array.reshape(-1, 1)
     scales = (np.abs(rows).max(axis=1) / 127.0).astype("<f4")
     safe = np.where(scales > 0, scales, 1.0)
     quantized = np.clip(np.rint(rows / safe[:, None]), -127, 127).astype("i1").reshape(array.shape)
-    return {**_raw(quantized), "scales": _raw(scales)}
+    described = _segment(quantized, segments)
+    return {**described, "scales": _segment(scales, segments)}
 
 
 def decode(
@@ -145,13 +163,17 @@ def _decode(data: bytes, max_bytes: int, expected: dict[str, tuple[int, ...]] | 
             stats: CodecStats | None) -> ModelUpdate:  # fmt: skip
     if len(data) > max_bytes:
         raise DecodeError("oversized", f"{len(data)} > {max_bytes}")
+    meta_bytes = int.from_bytes(data[-4:], "big")
+    if len(data) < 4 or meta_bytes > min(MAX_META_BYTES, len(data) - 4):
+        raise DecodeError("malformed", "no description of the arrays")
+    body = memoryview(data)[: len(data) - 4 - meta_bytes]
     try:
-        message = unpack(data, max_size=max_bytes)
+        message = unpack(data[len(body) : len(data) - 4], max_size=MAX_META_BYTES)
     except ValueError as exc:
         raise DecodeError("malformed", str(exc)) from None
-    if not isinstance(message, dict) or set(message) != {"k", "w", "v", "t", "c", "a", "m", "r"}:
+    if not isinstance(message, dict) or message.keys() != _FIELDS:
         raise DecodeError("malformed", "not a model update")
-    if not isinstance(message["k"], int) or message["k"] not in set(Kind):
+    if not isinstance(message["k"], int) or message["k"] not in _KINDS:
         raise DecodeError("malformed", "unknown kind")
     kind = Kind(message["k"])
     weight, version, sent_at, codec = message["w"], message["v"], message["t"], message["c"]
@@ -171,18 +193,21 @@ def _decode(data: bytes, max_bytes: int, expected: dict[str, tuple[int, ...]] | 
         raise DecodeError("malformed", "arrays")
     params: dict[str, FloatArray] = {}
     rows: dict[str, RowIndex] = {}
+    segments = _Segments(body, max_bytes)
     for name, encoded in arrays.items():
         if not isinstance(name, str) or len(name) > MAX_NAME:
             raise DecodeError("malformed", "array name")
         if expected is not None and name not in expected:
             raise DecodeError("shape", f"unexpected array {name!r}")
-        values, row_index = _decode_array(encoded, str(codec), max_bytes)
+        values, row_index = _decode_array(encoded, str(codec), segments)
         full_shape = values.shape if row_index is None else (encoded["total"], *values.shape[1:])
         if expected is not None and tuple(full_shape) != expected[name]:
             raise DecodeError("shape", f"{name} has shape {full_shape}, expected {expected[name]}")
         params[name] = values
         if row_index is not None:
             rows[name] = row_index
+    if segments.offset != len(body):
+        raise DecodeError("size", f"{len(body) - segments.offset} bytes no array describes")
     if expected is not None and set(params) != set(expected):
         raise DecodeError("shape", f"missing arrays {sorted(set(expected) - set(params))}")
     if stats is not None:
@@ -191,43 +216,56 @@ def _decode(data: bytes, max_bytes: int, expected: dict[str, tuple[int, ...]] | 
     return ModelUpdate(kind, params, weight, version, sent_at, rows, alpha, reply_to)
 
 
-def _array(encoded: Any, allowed: set[str], max_bytes: int) -> np.ndarray:
-    if not isinstance(encoded, dict):
-        raise DecodeError("malformed", "array is not a map")
-    dtype, shape, data = encoded.get("dtype"), encoded.get("shape"), encoded.get("data")
-    if not isinstance(dtype, str) or dtype not in allowed:
-        raise DecodeError("dtype", str(dtype)[:16])
-    if (not isinstance(shape, list) or not 1 <= len(shape) <= 4
-            or not all(type(d) is int and 0 <= d <= max_bytes for d in shape)):  # fmt: skip
-        raise DecodeError("shape", "bad shape")
-    if not isinstance(data, bytes):
-        raise DecodeError("malformed", "data is not bytes")
-    kind = _DTYPES[str(dtype)]
-    if math.prod(shape) * kind.itemsize != len(data):
-        raise DecodeError("size", f"{len(data)} bytes for shape {shape} of {dtype}")
-    array: np.ndarray = np.frombuffer(data, dtype=kind).reshape(shape)
-    return array
+class _Segments:
+    """The arrays' bytes, handed out in the order the description lists them."""
+
+    def __init__(self, body: memoryview, max_bytes: int) -> None:
+        self.body = body
+        self.max_bytes = max_bytes  # bounds each dimension, as no array can be larger
+        self.offset = 0
+
+    def take(self, encoded: Any, allowed: set[str]) -> np.ndarray:
+        """The next array, a read-only view into the message, once its description is checked."""
+        if not isinstance(encoded, dict) or not encoded.keys() <= _ARRAY_FIELDS:
+            raise DecodeError("malformed", "array is not a described map")
+        dtype, shape = encoded.get("dtype"), encoded.get("shape")
+        if not isinstance(dtype, str) or dtype not in allowed:
+            raise DecodeError("dtype", str(dtype)[:16])
+        if (
+            not isinstance(shape, list)
+            or not 1 <= len(shape) <= 4
+            or not all(type(d) is int and 0 <= d <= self.max_bytes for d in shape)
+        ):
+            raise DecodeError("shape", "bad shape")
+        kind, count = _DTYPES[dtype], math.prod(shape)
+        size = count * kind.itemsize
+        if self.offset + size > len(self.body):
+            raise DecodeError("size", f"{size} bytes for shape {shape} of {dtype}: past the end")
+        array = np.frombuffer(self.body, kind, count, self.offset).reshape(shape)
+        self.offset += size + _padding(size)
+        return array
 
 
-def _decode_array(encoded: Any, codec: str, max_bytes: int) -> tuple[FloatArray, RowIndex | None]:
+def _decode_array(encoded: Any, codec: str,
+                  segments: _Segments) -> tuple[FloatArray, RowIndex | None]:  # fmt: skip
     inner = codec.removeprefix("sparse-")
     wanted = {"float32": "<f4", "float16": "<f2", "int8": "|i1"}[inner]
-    array = _array(encoded, {wanted}, max_bytes)
+    array = segments.take(encoded, {wanted})
     if inner == "int8":
-        scales = _array(encoded.get("scales"), {"<f4"}, max_bytes)
+        scales = segments.take(encoded.get("scales"), {"<f4"})
         if scales.shape != (array.shape[0],):
             raise DecodeError("shape", "one scale per row expected")
         if not np.all(np.isfinite(scales)) or np.any(scales < 0):
             raise DecodeError("nonfinite", "scales")
         rows = array.reshape(array.shape[0], math.prod(array.shape[1:]))
         values = (rows.astype(np.float32) * scales[:, None]).reshape(array.shape)
-    else:
-        values = array.astype(np.float32)
-    if not np.all(np.isfinite(values)):
+    else:  # float32 stays a read-only view into the message: nothing writes into an update
+        values = array.astype(np.float32, copy=False)
+    if not np.isfinite(values).all():
         raise DecodeError("nonfinite", "values")
     row_index = None
     if codec.startswith("sparse-"):
-        row_index = _array(encoded.get("rows"), {"<i4"}, max_bytes)
+        row_index = segments.take(encoded.get("rows"), {"<i4"})
         total = encoded.get("total")
         if (row_index.shape != (len(values),) or type(total) is not int or total < 1
                 or (len(row_index) and (row_index.min() < 0 or row_index.max() >= total))

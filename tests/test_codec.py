@@ -49,6 +49,18 @@ def test_int8_error_is_within_half_a_step_of_the_row_scale(array: np.ndarray) ->
     assert np.all(np.abs(out - array) <= scale / 2 * (1 + 1e-5) + 1e-30)
 
 
+def test_received_float32_arrays_are_aligned_read_only_views_into_the_message() -> None:
+    update = ModelUpdate(Kind.PUSH_SUM, {"b": np.ones(3, np.float32), "e": np.eye(4, 3,
+                         dtype=np.float32)})  # fmt: skip
+    data = encode(update, Codec("float32"))
+    decoded = decode(data)
+    for name, array in decoded.params.items():
+        assert np.array_equal(array, update.params[name])
+        assert array.base is not None and not array.flags.writeable and array.flags.aligned
+    # Arrays of 3 and 12 floats: the second starts after 4 bytes of padding.
+    assert len(data) == 16 + 48 + int.from_bytes(data[-4:], "big") + 4
+
+
 def test_sparse_carries_only_the_rows_asked_for() -> None:
     array = np.arange(400, dtype=np.float32).reshape(100, 4)
     rows = np.array([1, 7], dtype=np.int32)
@@ -71,12 +83,19 @@ def test_stats_count_bytes_per_codec_in_both_directions() -> None:
     assert stats.messages_sent["int8"] == 1
 
 
+def frame(message: dict[str, object], segments: list[bytes]) -> bytes:
+    """A message as the codec lays it out: the arrays' bytes, each padded to 8, then their
+    description and its length."""
+    parts = []
+    for segment in segments:
+        parts += [segment, bytes(-len(segment) % 8)]
+    meta = pack(message)
+    return b"".join([*parts, meta, len(meta).to_bytes(4, "big")])
+
+
 def _valid_message(**changes: object) -> bytes:
-    array: dict[str, object] = {
-        "dtype": "<f4",
-        "shape": [2, 2],
-        "data": np.ones(4, "<f4").tobytes(),
-    }
+    array: dict[str, object] = {"dtype": "<f4", "shape": [2, 2]}
+    data: object = np.ones(4, "<f4").tobytes()
     message: dict[str, object] = {
         "k": 2,
         "w": 1.0,
@@ -88,11 +107,15 @@ def _valid_message(**changes: object) -> bytes:
         "r": 0.0,
     }
     for key, value in changes.items():
-        if key in array:
+        if key == "data":
+            data = value
+        elif key in array:
             array[key] = value
         else:
             message[key] = value
-    return pack(message)
+    if not isinstance(data, bytes):  # not array bytes: then a field no array may have
+        array["data"], data = data, b""
+    return frame(message, [data])
 
 
 @pytest.mark.parametrize(
@@ -103,7 +126,9 @@ def _valid_message(**changes: object) -> bytes:
         ({"shape": [3, 2]}, "size"),
         ({"shape": [2, -2]}, "shape"),
         ({"shape": [10**9, 10**9]}, "shape"),
-        ({"data": b"\x00" * 15}, "size"),
+        ({"data": b"\x00" * 8}, "size"),  # the shape reaches past the arrays' bytes
+        ({"data": b"\x00" * 24}, "size"),  # bytes no array describes
+        ({"data": [b"\x00" * 16]}, "malformed"),  # data inside the description
         ({"data": np.full(4, np.nan, "<f4").tobytes()}, "nonfinite"),
         ({"data": np.full(4, np.inf, "<f4").tobytes()}, "nonfinite"),
         ({"c": "pickle"}, "codec"),
@@ -141,9 +166,10 @@ def test_size_limit_is_checked_before_parsing_and_shapes_are_pinned() -> None:
 
 
 def test_a_zero_row_int8_array_is_a_decode_error_or_an_empty_array() -> None:
-    empty = {"dtype": "|i1", "shape": [0, 4], "data": b"",
-             "scales": {"dtype": "<f4", "shape": [0], "data": b""}}  # fmt: skip
-    update = decode(_valid_message(c="int8", a={"e": empty}))
+    empty = {"dtype": "|i1", "shape": [0, 4], "scales": {"dtype": "<f4", "shape": [0]}}
+    message = {"k": 2, "w": 1.0, "v": 0, "t": 0.0, "c": "int8", "a": {"e": empty}, "m": 0.0,
+               "r": 0.0}  # fmt: skip
+    update = decode(frame(message, [b"", b""]))
     assert update.params["e"].shape == (0, 4)
 
 
