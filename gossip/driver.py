@@ -155,6 +155,17 @@ class NodeCounters:
     crl_relayed: int = 0  # revocation lists sent to peers behind
 
 
+async def _let_io_through() -> None:
+    """One whole turn of the event loop, its I/O poll included, before a long step on it (an
+    update's open, decode and merge: 100-200 us for 222 KB). The first yield runs what is ready
+    now; the second, what that poll found: the socket ready for a publish just queued, an
+    acknowledgement that lets the next one go. Then sends leave before the step instead of
+    after it and cross the broker while it runs: `gossiprec bench gossip` 0.76-0.78 of raw
+    aiomqtt without, 0.85-0.88 with (one yield: no gain, the poll's callbacks queue behind it)."""
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+
+
 class GossipNode:
     """One node's gossip over a transport. `lock` guards the parameters shared with training."""
 
@@ -391,6 +402,7 @@ class GossipNode:
             self._inbox_ready.clear()
             while self._inbox:
                 message = self._inbox.popleft()
+                await _let_io_through()
                 try:
                     replies = await self.handle_update(message.payload)
                 except Exception:  # as above: count, never crash
