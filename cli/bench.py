@@ -61,7 +61,8 @@ def register(commands: Commands) -> None:
         help="full gossip path over MQTT against raw aiomqtt, and bytes per codec",
         description="Messages/s of encode+seal+publish+deliver+open+decode for a 215 KB model "
         "update against raw aiomqtt publish/receive of the same size, on one broker "
-        "(mosquitto started on a free port unless --broker is given); then the sealed bytes "
+        "(mosquitto started on a free port unless --broker is given): a round of each not "
+        "counted, then alternating rounds, compared by their medians; then the sealed bytes "
         "of one pairwise exchange for each codec.",
     )
     gossip.add_argument("--broker", help="mqtt://HOST:PORT (default: a private mosquitto)")
@@ -72,7 +73,10 @@ def register(commands: Commands) -> None:
         default=5,
         help="MQTT version: 4 = 3.1.1 (RabbitMQ 3.x), 5 (default)",
     )
-    gossip.add_argument("--messages", type=int, default=200)
+    gossip.add_argument("--messages", type=int, default=200, help="per round and side")
+    gossip.add_argument(
+        "--rounds", type=int, default=5, help="alternating raw and full rounds, by their medians"
+    )
     gossip.add_argument("--json", action="store_true")
     gossip.set_defaults(handler=run_gossip)
     convergence = sub.add_parser(
@@ -227,7 +231,7 @@ def run_envelope(args: argparse.Namespace) -> int:
 def run_gossip(args: argparse.Namespace) -> int:
     from gossiprec.cli.bench_gossip import bench_gossip
 
-    result = bench_gossip(args.broker, args.messages, args.protocol)
+    result = bench_gossip(args.broker, args.messages, args.protocol, args.rounds)
     if args.json:
         emit_json(result)
         return 0
