@@ -33,11 +33,12 @@ def register(commands: Commands) -> None:
     sub = bench.add_subparsers(title="benchmarks", metavar="BENCHMARK")
     envelope = sub.add_parser(
         "envelope",
-        help="seal+open of a model update against raw ChaCha20-Poly1305",
+        help="seal+open of a model update against its raw AEAD",
         description="Median time of seal+open on an established session (certificate, clock, "
-        "prekey and replay-window checks, one ChaCha20-Poly1305) for a rows x cols float32 "
-        "payload, against raw ChaCha20-Poly1305 encrypt+decrypt of the same bytes in the same "
-        "run; and apart, what opening a session costs (signature, two X25519, HKDF).",
+        "prekey and replay-window checks, one AEAD) for a rows x cols float32 payload, against "
+        "raw encrypt+decrypt of the same bytes with the same AEAD in the same run, for "
+        "AES-256-GCM and ChaCha20-Poly1305 (`aead`: the one this machine's sessions use); and "
+        "apart, what opening a session costs (signature, two X25519, HKDF).",
     )
     envelope.add_argument("--rows", type=int, default=1_682)
     envelope.add_argument("--cols", type=int, default=32)
