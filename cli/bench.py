@@ -62,8 +62,8 @@ def register(commands: Commands) -> None:
         help="full gossip path over MQTT against raw aiomqtt, and bytes per codec",
         description="Messages/s of encode+seal+publish+deliver+open+decode for a 215 KB model "
         "update against raw aiomqtt publish/receive of the same size, on one broker "
-        "(mosquitto started on a free port unless --broker is given): a round of each not "
-        "counted, then alternating rounds, compared by their medians; then the sealed bytes "
+        "(mosquitto started on a free port unless --broker is given): a warm-up not counted, "
+        "then alternating rounds, compared by their medians; then the sealed bytes "
         "of one pairwise exchange for each codec.",
     )
     gossip.add_argument("--broker", help="mqtt://HOST:PORT (default: a private mosquitto)")
